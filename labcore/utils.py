@@ -1,0 +1,53 @@
+"""Small shared helpers: device and dtype resolution, seeding, fast mode, repository paths."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+
+
+def fast_mode() -> bool:
+    """True when ``LABCORE_FAST=1``: tiny sizes and few steps everywhere (CI, notebooks in class)."""
+    return os.environ.get("LABCORE_FAST", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve ``"auto"`` once: cuda, then mps, then cpu. Any other value is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | str = "cpu") -> torch.dtype:
+    """``"auto"``: bf16 on a CUDA device that supports it, fp32 elsewhere (CPU bf16 matmuls are slow)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    device = resolve_device(device)
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of 'auto', {', '.join(map(repr, names))}")
+    return names[dtype]
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
