@@ -1,0 +1,480 @@
+"""KCenterGreedy: farthest-point core-set selection, exact and fast.
+
+Paper: Sener & Savarese 2018, "Active Learning for Convolutional Neural Networks: A Core-Set Approach",
+arXiv 1708.00489 (Algorithm 1, the greedy 2-approximation of the k-Center problem, Eq. 5 / Eq. 6). Used by the
+core-set method of Chen et al. 2023 (arXiv 2305.09246, step 5), starting from the task centre.
+
+The straightforward algorithm (``kcenter_greedy_reference`` below, and the definition of "correct" here)
+-------------------------------------------------------------------------------------------------------
+X is cast to float64 (cosine: every row is then divided by its float64 L2 norm). d(a, b) = sqrt(sum((a - b)**2))
+evaluated in float64 numpy exactly as written in ``_distances64``. With S the chosen set (in order):
+
+    for each centre c of ``initial``, in order:  add c to S, update m, record radius
+    then, until |S| = budget:
+        j = argmax_{i not in S} m_i        (ties -> lowest index)                      # Algorithm 1, line 4
+        add j to S
+        m_i <- min(m_i, d(x_i, x_j)) for every i; m_j <- 0                            # Eq. 6: d(x_i, S)
+        radius <- max_i m_i                                                           # covering radius, Eq. 5
+m starts at +inf. Restricting the argmax to unchosen points only matters once every point is covered
+(duplicates): the next pick is then the lowest-index unchosen point, never a repeat.
+The cosine metric selects with the chordal distance ||x^ - c^|| (a true metric, same order as 1 - cos) and
+reports ``min_distances_`` / ``radius_history_`` as cosine distances 1 - cos = ||x^ - c^||^2 / 2.
+
+What KCenterGreedy does instead (same choices, same float64 values, bit for bit)
+------------------------------------------------------------------------------
+1. Lazy upper bounds (no triangle inequality needed). m_i only ever decreases, so a value m_i that is exact for
+   the first s_i centres is an upper bound of the current one. Each step refreshes (brings up to date) only the
+   points whose stale bound is >= L, the largest *exact* value among refreshed points; every other point has a
+   true value < L and cannot be the argmax (nor tie it). On random high-dimensional data a step refreshes tens of
+   points instead of N; on clustered data points of well-covered clusters are never read again. This subsumes
+   the classic triangle-inequality skip (d(new, assigned(x)) >= 2 m(x)), which must still visit all N points.
+2. Batched fp32 screening with a rigorous error bound. A refresh computes q = ||x||^2 + ||c||^2 - 2 x.c for a
+   block of points against all centres they have not seen, as one float32 matmul (compute-bound, not
+   bandwidth-bound like one pass per centre). ``_Bound`` turns q into an interval [L, H] that provably holds the
+   float64 value d(x, c) of the reference (input rounding, dot-product error gamma_d, and the float64 reference's
+   own rounding included; TF32/bf16 matmul precision is accounted for). Only pairs whose lower bound reaches
+   the row's best upper bound are recomputed in float64 with the reference's own code, so every stored m_i is
+   exactly the reference's value and argmax ties (including near-ties fp32 cannot separate) go to the lowest index.
+3. Streaming. X is never copied whole: rows are gathered ``chunk_size`` at a time and moved to the device, so X may
+   exceed device memory (it may live in host RAM, or be a tensor on any device). Extra memory is O(N) (m, s and
+   cosine norms) + O(budget * d) for the centres + one (chunk_size x 1024) screening block.
+
+Better than the classic copies (see shared/PAPERS.md): ``random_state`` is really used for the random start;
+no bare ``except``; no (budget x N) or (N x N) matrix; chosen points get min distance 0 and are never picked twice;
+input is validated (finite values, non-zero rows for cosine, budget and ``initial`` ranges) with clear errors.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from labcore.utils import resolve_device
+
+METRICS = ("euclidean", "cosine")
+_U64 = 2.0 ** -53  # unit roundoff of float64
+_U32 = 2.0 ** -24  # unit roundoff of float32
+_CENTRE_BLOCK = 1024  # centres per screening block: a block is (chunk_size x _CENTRE_BLOCK) floats
+_SMALL_WORK = 1 << 24  # multiply-adds below which a CPU screening block runs on one thread
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The straightforward algorithm (float64 numpy), readable beside Algorithm 1 of the paper
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _row_sq_sums64(A: np.ndarray) -> np.ndarray:
+    """sum_k A[i, k]^2 for a C-contiguous float64 (n, d) array; each row's value depends on that row only."""
+    return (A * A).sum(axis=1)
+
+
+def _distances64(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Float64 Euclidean distances ||A_i - B_i|| (B may be one row, broadcast). THE distance of this module."""
+    return np.sqrt(_row_sq_sums64(A - B))
+
+
+def _as_float64(X: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy (or view) of X, from numpy or a torch tensor on any device."""
+    if isinstance(X, torch.Tensor):
+        return X.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(X, dtype=np.float64)
+
+
+def _check_budget(budget: int, n: int) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise TypeError(f"budget must be an int, got {type(budget).__name__}")
+    if not 1 <= budget <= n:
+        raise ValueError(f"budget must be in [1, N={n}], got {budget}")
+    return int(budget)
+
+
+def _check_initial(initial: int | Sequence[int], n: int, budget: int) -> list[int]:
+    """Validate ``initial`` (an int or a sequence of distinct ints in [0, n)); return it as a list."""
+    if isinstance(initial, np.ndarray):
+        items = list(initial.ravel()) if initial.ndim else [initial.item()]
+    elif isinstance(initial, (int, np.integer)):
+        items = [initial]
+    else:
+        items = list(initial)
+    if not items:
+        raise ValueError("initial must name at least one point (or be None for a random start)")
+    out = []
+    for c in items:
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
+            raise TypeError(f"initial indices must be ints, got {c!r}")
+        if not 0 <= c < n:
+            raise ValueError(f"initial index {int(c)} out of range [0, {n})")
+        out.append(int(c))
+    if len(set(out)) != len(out):
+        raise ValueError(f"initial indices must be distinct, got {out}")
+    if len(out) > budget:
+        raise ValueError(f"initial has {len(out)} points but the budget is {budget} (the budget counts them)")
+    return out
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return metric
+
+
+def kcenter_greedy_reference(X: np.ndarray | torch.Tensor, budget: int, initial: int | Sequence[int],
+                             metric: str = "euclidean") -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The straightforward greedy k-center of Sener & Savarese 2018 (Algorithm 1), float64, O(budget * N * d).
+
+    Defines the choices ``KCenterGreedy`` must reproduce exactly. Memory: one float64 copy of X plus O(N).
+
+    Args:
+        X: (N, d) points, numpy array or torch tensor.
+        budget: total number of centres to choose, ``initial`` included.
+        initial: index or list of distinct indices chosen first, in order.
+        metric: "euclidean" or "cosine" (see the module docstring).
+    Returns:
+        (selected, min_distances, radius_history): the chosen indices in order; (N,) distance of each point to its
+        nearest chosen centre (0 for chosen points); (budget,) covering radius after each selection.
+    """
+    X = _as_float64(X)  # (N, d)
+    _check_metric(metric)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (N, d), got shape {X.shape}")
+    n = X.shape[0]
+    budget = _check_budget(budget, n)
+    initial = _check_initial(initial, n, budget)
+    if metric == "cosine":
+        X = X / np.sqrt(_row_sq_sums64(X))[:, None]  # (N, d) unit rows
+    m = np.full(n, np.inf)  # m_i = d(x_i, S), Eq. 6
+    chosen = np.zeros(n, dtype=bool)
+    selected: list[int] = []
+    radius: list[float] = []
+    for k in range(budget):
+        j = initial[k] if k < len(initial) else int(np.argmax(np.where(chosen, -1.0, m)))  # farthest point
+        selected.append(j)
+        chosen[j] = True
+        m = np.minimum(m, _distances64(X, X[j]))  # min-update with the new centre only
+        m[j] = 0.0
+        radius.append(float(m.max()))  # max_i min_{c in S} d(x_i, c), Eq. 5
+    m, radius_arr = m, np.asarray(radius)
+    if metric == "cosine":  # report 1 - cos = ||x^ - c^||^2 / 2
+        m, radius_arr = m * m / 2.0, radius_arr * radius_arr / 2.0
+    return selected, m, radius_arr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rigorous bounds for the fp32 screen
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _matmul_input_roundoff(device: torch.device) -> float:
+    """Unit roundoff of the operands as the float32 matmul unit sees them (TF32 / bf16 if precision was lowered)."""
+    precision = torch.get_float32_matmul_precision()
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        precision = "high" if precision == "highest" else precision
+    return {"highest": _U32, "high": 2.0 ** -11, "medium": 2.0 ** -8}.get(precision, 2.0 ** -8)
+
+
+class _Bound:
+    """Turn the float32 screen q = fl(||x'||^2 + ||c'||^2 - 2 x'.c') into bounds on the reference float64 d(x, c).
+
+    x, c are the exact float64 vectors, x' = fl32(x), c' = fl32(c), u = 2^-24, u_in the matmul operand roundoff,
+    gamma_d = d u / (1 - d u) (Higham, Accuracy and Stability, Eq. 3.4: any summation order, FMA or not).
+      (a) | ||x' - c'|| - ||x - c|| | <= u (||x|| + ||c||) <= delta = u/(1-u) (||x'|| + ||c'||)
+      (b) | q - ||x' - c'||^2 | <= E = kappa (||x'||^2 + ||c'||^2),
+          kappa = (2 gamma_d (1+u_in)^2 + 2 (2 u_in + u_in^2) + 3 u) / (1 - gamma_d)^2
+          (norms: gamma_d; dot: input rounding 2u_in and gamma_d; the two fp32 additions: 3u; norms from their
+          computed values: the 1/(1-gamma_d) factors)
+      (c) | d64 - ||x - c|| | <= rho ||x - c||, rho = (d + 12) u64 (subtract, square, d-term sum, sqrt, and the
+          float64 arithmetic of this class).
+    Hence  L = (sqrt(max(q - E, 0)) - delta)(1 - rho) <= d64(x, c) <= H = (sqrt(q + E) + delta)(1 + rho).
+    Per row, ||c'|| is replaced by the largest centre norm of the block (larger E, delta: still valid), so L and H
+    are monotone in q and the test "L <= best" becomes "q <= T(best)".
+    """
+
+    def __init__(self, d: int, u_in: float):
+        gamma = d * _U32 / (1.0 - d * _U32)
+        if gamma >= 0.1:
+            raise ValueError(f"d={d} features is too many for the float32 screen")
+        self.kappa = (2 * gamma * (1 + u_in) ** 2 + 2 * (2 * u_in + u_in ** 2) + 3 * _U32) / (1 - gamma) ** 2
+        self.norm_scale = 1.0 / (1.0 - gamma)  # ||x'||^2 <= fl(sum x'^2) / (1 - gamma)
+        self.rho = (d + 12) * _U64
+
+    def terms(self, xn: torch.Tensor, cn_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, delta) per row (float64) from the rows' fp32 squared norms xn (n,) and the block's max centre norm."""
+        xn64 = xn.double() * self.norm_scale
+        cn64 = cn_max * self.norm_scale
+        E = self.kappa * (xn64 + cn64)
+        delta = _U32 / (1 - _U32) * (xn64.sqrt() + math.sqrt(cn64)) * (1 + 4 * _U64)
+        return E, delta
+
+    def upper(self, q: torch.Tensor, E: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """H: an upper bound of d64 from q (float64 math on (n,) vectors)."""
+        return ((q.double() + E).sqrt() + delta) * (1 + self.rho)
+
+    def threshold(self, best: torch.Tensor, E: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """T as float32 (rounded up): q > T implies L > best, i.e. d64 > best (the pair cannot be the minimum)."""
+        T = (best / (1 - self.rho) + delta) ** 2 + E
+        return (T * (1 + 2.0 ** -20)).float()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Row access without copying X
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _Rows:
+    """Gather rows of X as exact float64 on the host, or as fp32 on the device, one chunk at a time."""
+
+    def __init__(self, X: np.ndarray | torch.Tensor, metric: str, device: torch.device, chunk_size: int):
+        if isinstance(X, torch.Tensor):
+            self.t, self.a = X.detach(), None
+            if self.t.is_complex() or self.t.dtype == torch.bool:
+                raise TypeError(f"X must be real-valued, got {self.t.dtype}")
+        else:
+            self.t, self.a = None, np.asarray(X)
+            if not (np.issubdtype(self.a.dtype, np.floating) or np.issubdtype(self.a.dtype, np.integer)):
+                raise TypeError(f"X must be a real numeric array, got dtype {self.a.dtype}")
+        shape = tuple((self.t if self.t is not None else self.a).shape)
+        if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+            raise ValueError(f"X must be a non-empty 2-D (N, d) array, got shape {shape}")
+        self.n, self.d = shape
+        self.metric, self.device, self.chunk_size = metric, device, chunk_size
+        self.norms: np.ndarray | None = None
+        # One streaming pass: check finiteness, and (cosine) the float64 row norms of the reference.
+        norms = np.empty(self.n) if metric == "cosine" else None
+        for lo in range(0, self.n, chunk_size):
+            rows = self._raw64(slice(lo, min(lo + chunk_size, self.n)))  # (n_chunk, d)
+            if not np.isfinite(rows).all():
+                raise ValueError("X contains NaN or infinite values")
+            if norms is not None:
+                norms[lo:lo + len(rows)] = np.sqrt(_row_sq_sums64(rows))
+        if norms is not None:
+            if (norms == 0).any():
+                raise ValueError(f"cosine metric needs non-zero rows; row {int(np.argmax(norms == 0))} is zero")
+            self.norms = norms
+            self._norms_dev = torch.from_numpy(norms).to(device)
+
+    def _raw64(self, idx: slice | np.ndarray) -> np.ndarray:
+        if self.t is not None:
+            sel = idx if isinstance(idx, slice) else torch.as_tensor(idx, device=self.t.device)
+            return self.t[sel].to("cpu", torch.float64).numpy()
+        return np.ascontiguousarray(self.a[idx], dtype=np.float64)
+
+    def host64(self, idx: np.ndarray) -> np.ndarray:
+        """(n, d) float64 rows exactly as the reference sees them (cosine: divided by the float64 norm)."""
+        rows = self._raw64(idx)
+        return rows / self.norms[idx][:, None] if self.norms is not None else rows
+
+    def device32(self, idx: np.ndarray) -> torch.Tensor:
+        """(n, d) float32 rows on the device: fl32 of the float64 rows of ``host64``."""
+        if self.t is not None:
+            rows = self.t[torch.as_tensor(idx, device=self.t.device)].to(self.device)
+        else:
+            rows = torch.from_numpy(np.ascontiguousarray(self.a[idx])).to(self.device)
+        if self.norms is not None:  # same IEEE division as host64, then one rounding to fp32
+            return (rows.to(torch.float64) / self._norms_dev[torch.as_tensor(idx, device=self.device)][:, None]).float()
+        if rows.dtype == torch.float32:
+            return rows
+        return rows.to(torch.float64).float()  # exact to float64 first, then one rounding to fp32
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The estimator
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class KCenterGreedy:
+    """Greedy k-center selection (Sener & Savarese 2018, Algorithm 1), exact and fast; scikit-learn style.
+
+    Chooses exactly what ``kcenter_greedy_reference`` chooses (same indices, same float64 distances), using lazy
+    upper bounds, a rigorously bounded fp32 screen with exact float64 verification, and chunked streaming of X
+    (see the module docstring for why each trick is exact).
+
+    Args:
+        budget: number of points to choose, the ``initial`` ones included.
+        metric: "euclidean" or "cosine" (selection by the chordal distance; distances reported as 1 - cos).
+        device: where the screening matmuls run; "auto" resolves cuda > mps > cpu.
+        random_state: seed (int, None, or np.random.Generator / RandomState) for the random start when ``fit`` gets
+            no ``initial``.
+        chunk_size: rows moved to the device at once (also bounds the screening block); lower it for huge d or
+            small devices.
+
+    Attributes (after ``fit``):
+        selected_indices_: (budget,) int64, the chosen indices in order, starting with ``initial``.
+        min_distances_: (N,) float64, distance of each point to its nearest chosen centre (0 for chosen points).
+        radius_history_: (budget,) float64, covering radius max_i min_distances after each selection (non-increasing).
+        device_: the resolved torch.device.
+        stats_: work counters: rows_streamed, pairs_screened, pairs_verified, brute_force_pairs (N * budget).
+    """
+
+    def __init__(self, budget: int, metric: str = "euclidean", device: str | torch.device = "auto",
+                 random_state: int | np.random.Generator | np.random.RandomState | None = None,
+                 chunk_size: int = 4096):
+        self.budget = budget
+        self.metric = metric
+        self.device = device
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+
+    def _random_start(self, n: int) -> int:
+        rs = self.random_state
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(n))
+        return int(np.random.default_rng(rs).integers(n))
+
+    @torch.no_grad()
+    def fit(self, X: np.ndarray | torch.Tensor, initial: int | Sequence[int] | None = None) -> "KCenterGreedy":
+        """Choose ``budget`` centres from X.
+
+        Args:
+            X: (N, d) points, numpy array or torch tensor (any float dtype, any device); never copied whole.
+            initial: index or list of distinct indices chosen first (counted in the budget); None: one index drawn
+                from ``random_state``.
+        Returns:
+            self, with ``selected_indices_``, ``min_distances_``, ``radius_history_`` set.
+        """
+        metric = _check_metric(self.metric)
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, (int, np.integer)) \
+                or self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {self.chunk_size!r}")
+        device = resolve_device(self.device)
+        rows = _Rows(X, metric, device, int(self.chunk_size))
+        n, d = rows.n, rows.d
+        budget = _check_budget(self.budget, n)
+        initial = _check_initial(self._random_start(n) if initial is None else initial, n, budget)
+        run = _LazyGreedy(rows, budget, _Bound(d, _matmul_input_roundoff(device)))
+        selected, radius = [], []
+        nxt = -1
+        for k in range(budget):
+            c = initial[k] if k < len(initial) else nxt
+            run.add_centre(c)
+            selected.append(c)
+            nxt, r = run.select()  # exact argmax over unchosen points, and the covering radius now
+            radius.append(r)
+        m = run.finish()
+        radius_arr = np.asarray(radius, dtype=np.float64)
+        if metric == "cosine":  # report 1 - cos = ||x^ - c^||^2 / 2, exactly as the reference
+            m, radius_arr = m * m / 2.0, radius_arr * radius_arr / 2.0
+        self.selected_indices_ = np.asarray(selected, dtype=np.int64)
+        self.min_distances_ = m
+        self.radius_history_ = radius_arr
+        self.n_features_in_ = d
+        self.device_ = device
+        self.stats_ = dict(run.stats, brute_force_pairs=n * budget)
+        return self
+
+
+@contextlib.contextmanager
+def _few_threads(device: torch.device, work: int):
+    """One CPU thread for small blocks: thread fork/join costs more than it saves (and stalls on busy machines)."""
+    if device.type != "cpu" or work >= _SMALL_WORK or torch.get_num_threads() == 1:
+        yield
+        return
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+class _LazyGreedy:
+    """State of one run: exact-but-possibly-stale m (N,), staleness s (N,), and the centres so far.
+
+    Invariant: for an unchosen point i, m[i] = min over the first s[i] centres of d64(x_i, c) exactly (+inf when
+    s[i] = 0), hence m[i] >= its current true value. Chosen points have m = -1 and s = +huge (never stale).
+    """
+
+    _CHOSEN_S = np.iinfo(np.int64).max
+
+    def __init__(self, rows: _Rows, budget: int, bound: _Bound):
+        self.rows, self.bound = rows, bound
+        n, d = rows.n, rows.d
+        self.m = np.full(n, np.inf)  # (N,)
+        self.s = np.zeros(n, dtype=np.int64)  # (N,)
+        self.t = 0  # number of centres
+        self.C64 = np.empty((budget, d))  # (budget, d) centres as the reference sees them
+        self.C32 = torch.empty((budget, d), dtype=torch.float32, device=rows.device)  # (budget, d) fp32 on device
+        self.Cn = torch.empty(budget, dtype=torch.float32, device=rows.device)  # (budget,) fp32 squared norms
+        self.Cn_host = np.empty(budget)
+        self.probe = 64  # how many top upper bounds to refresh first in each step (adapted)
+        self.stats = dict(rows_streamed=0, pairs_screened=0, pairs_verified=0)
+
+    def add_centre(self, j: int) -> None:
+        c64 = self.rows.host64(np.array([j]))[0]  # (d,)
+        self.C64[self.t] = c64
+        c32 = torch.from_numpy(c64).to(self.rows.device).float()
+        self.C32[self.t] = c32
+        self.Cn[self.t] = (c32 * c32).sum()
+        self.Cn_host[self.t] = float(self.Cn[self.t])
+        self.t += 1
+        self.m[j], self.s[j] = -1.0, self._CHOSEN_S
+
+    def select(self) -> tuple[int, float]:
+        """Exact argmax_i m_i over unchosen points (lowest index on ties), and the covering radius max_i m_i."""
+        m, s, t = self.m, self.s, self.t
+        n_chosen = t
+        if n_chosen == len(m):
+            return -1, 0.0
+        # 1. refresh the `probe` largest upper bounds: their exact values give a lower bound L of the maximum.
+        k = min(self.probe, len(m) - n_chosen)
+        top = np.argpartition(m, len(m) - k)[len(m) - k:]
+        self.refresh(top[s[top] < t])
+        L = m[top].max()
+        # 2. every point whose stale bound reaches L could still be the maximum (or tie it): refresh them all.
+        cand = np.flatnonzero((m >= L) & (s < t))
+        self.refresh(cand)
+        self.probe = int(np.clip(len(cand) + 16, 16, self.rows.chunk_size))
+        # Now every stale point has m < L <= max of the fresh points, so the argmax is fresh, i.e. exact.
+        j = int(np.argmax(m))
+        assert s[j] >= t, "lazy bound invariant violated"
+        return j, max(float(m[j]), 0.0)
+
+    def finish(self) -> np.ndarray:
+        """Bring every point up to date; return min distances (N,) with 0 for chosen points."""
+        self.refresh(np.flatnonzero(self.s < self.t))
+        return np.maximum(self.m, 0.0)
+
+    def refresh(self, idx: np.ndarray) -> None:
+        """For points idx (all stale): m_i <- min(m_i, min_{c = s_i .. t-1} d64(x_i, c)), s_i <- t; exact."""
+        if len(idx) == 0:
+            return
+        rows, bound, t, dev = self.rows, self.bound, self.t, self.rows.device
+        idx = idx[np.argsort(self.s[idx], kind="stable")]  # similar staleness in one chunk: little masked work
+        for lo in range(0, len(idx), rows.chunk_size):
+            chunk = idx[lo:lo + rows.chunk_size]  # (n,)
+            s_chunk = self.s[chunk]
+            x32 = rows.device32(chunk)  # (n, d)
+            xn = (x32 * x32).sum(1)  # (n,)
+            m_chunk = torch.from_numpy(self.m[chunk]).to(dev)  # (n,) float64
+            self.stats["rows_streamed"] += len(chunk)
+            for b0 in range(int(s_chunk.min()), t, _CENTRE_BLOCK):
+                b1 = min(b0 + _CENTRE_BLOCK, t)
+                with _few_threads(dev, len(chunk) * (b1 - b0) * rows.d):
+                    m_chunk = self._screen_block(chunk, s_chunk, x32, xn, m_chunk, b0, b1)
+            self.s[chunk] = t
+
+    def _screen_block(self, chunk: np.ndarray, s_chunk: np.ndarray, x32: torch.Tensor, xn: torch.Tensor,
+                      m_chunk: torch.Tensor, b0: int, b1: int) -> torch.Tensor:
+        """Update m for rows ``chunk`` with centres b0..b1-1 (those a row has not seen yet); return new m (n,)."""
+        rows, bound, dev = self.rows, self.bound, self.rows.device
+        # q = ||x||^2 + ||c||^2 - 2 x.c in fp32: one matmul per block
+        q = torch.addmm(xn[:, None] + self.Cn[None, b0:b1], x32, self.C32[b0:b1].T, alpha=-2.0)  # (n, k)
+        self.stats["pairs_screened"] += q.numel()
+        need = s_chunk > b0  # rows that have already seen some centres of this block
+        if need.any():
+            seen = torch.as_tensor(s_chunk - b0, device=dev)[:, None] > torch.arange(b1 - b0, device=dev)
+            q = q.masked_fill(seen, float("inf"))  # (n, k)
+        E, delta = bound.terms(xn, float(self.Cn_host[b0:b1].max()))
+        best = torch.minimum(m_chunk, bound.upper(q.min(1).values, E, delta))  # (n,) >= new exact m
+        r, c = torch.nonzero(q <= bound.threshold(best, E, delta)[:, None], as_tuple=True)
+        r, c = r.cpu().numpy(), c.cpu().numpy() + b0
+        if len(r):  # exact float64 verification with the reference's own code
+            d64 = _distances64(rows.host64(chunk[r]), self.C64[c])  # (n_pairs,)
+            self.stats["pairs_verified"] += len(r)
+            new = self.m[chunk].copy()
+            np.minimum.at(new, r, d64)
+            self.m[chunk] = new
+            m_chunk = torch.from_numpy(new).to(dev)
+        return m_chunk
