@@ -542,9 +542,9 @@ def _stem(w: str) -> str:
     return w
 
 
-def topic_keywords() -> dict[str, set[str]]:
+def topic_keywords(max_topics: int | None = 2) -> dict[str, set[str]]:
     """Per-topic keyword sets: content words of the topic's name, extra words, tasks and tips, minus any word
-    shared by more than two topics (too generic to tell topics apart).
+    shared by more than ``max_topics`` topics (too generic to tell topics apart; None keeps every word).
 
     Returns:
         topic -> set of stemmed keywords.
@@ -558,7 +558,7 @@ def topic_keywords() -> dict[str, set[str]]:
     for kw in raw.values():
         for w in kw:
             counts[w] = counts.get(w, 0) + 1
-    return {t: {w for w in kw if counts[w] <= 2} for t, kw in raw.items()}
+    return {t: {w for w in kw if max_topics is None or counts[w] <= max_topics} for t, kw in raw.items()}
 
 
 def is_unsafe_text(text: str) -> bool:
