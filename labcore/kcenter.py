@@ -346,13 +346,14 @@ class KCenterGreedy:
         run = _LazyGreedy(rows, budget, _Bound(d, _matmul_input_roundoff(device)))
         selected, radius = [], []
         nxt = -1
-        for k in range(budget):
-            c = initial[k] if k < len(initial) else nxt
-            run.add_centre(c)
-            selected.append(c)
-            nxt, r = run.select()  # exact argmax over unchosen points, and the covering radius now
-            radius.append(r)
-        m = run.finish()
+        with _cpu_threads(device, 1):
+            for k in range(budget):
+                c = initial[k] if k < len(initial) else nxt
+                run.add_centre(c)
+                selected.append(c)
+                nxt, r = run.select()  # exact argmax over unchosen points, and the covering radius now
+                radius.append(r)
+            m = run.finish()
         radius_arr = np.asarray(radius, dtype=np.float64)
         if metric == "cosine":  # report 1 - cos = ||x^ - c^||^2 / 2, exactly as the reference
             m, radius_arr = m * m / 2.0, radius_arr * radius_arr / 2.0
@@ -366,17 +367,17 @@ class KCenterGreedy:
 
 
 @contextlib.contextmanager
-def _few_threads(device: torch.device, work: int):
-    """One CPU thread for small blocks: thread fork/join costs more than it saves (and stalls on busy machines)."""
-    if device.type != "cpu" or work >= _SMALL_WORK or torch.get_num_threads() == 1:
+def _cpu_threads(device: torch.device, n_threads: int):
+    """Run the block with ``n_threads`` torch CPU threads (restored after); a no-op off the CPU."""
+    old = torch.get_num_threads()
+    if device.type != "cpu" or n_threads == old:
         yield
         return
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n_threads)
     try:
         yield
     finally:
-        torch.set_num_threads(n_threads)
+        torch.set_num_threads(old)
 
 
 class _LazyGreedy:
@@ -400,6 +401,7 @@ class _LazyGreedy:
         self.Cn_host = np.empty(budget)
         self.probe = 64  # how many top upper bounds to refresh first in each step (adapted)
         self.stats = dict(rows_streamed=0, pairs_screened=0, pairs_verified=0)
+        self.n_threads = torch.get_num_threads()  # fit() runs small ops on one thread, big matmuls on these
 
     def add_centre(self, j: int) -> None:
         c64 = self.rows.host64(np.array([j]))[0]  # (d,)
@@ -450,9 +452,7 @@ class _LazyGreedy:
             m_chunk = torch.from_numpy(self.m[chunk]).to(dev)  # (n,) float64
             self.stats["rows_streamed"] += len(chunk)
             for b0 in range(int(s_chunk.min()), t, _CENTRE_BLOCK):
-                b1 = min(b0 + _CENTRE_BLOCK, t)
-                with _few_threads(dev, len(chunk) * (b1 - b0) * rows.d):
-                    m_chunk = self._screen_block(chunk, s_chunk, x32, xn, m_chunk, b0, b1)
+                m_chunk = self._screen_block(chunk, s_chunk, x32, xn, m_chunk, b0, min(b0 + _CENTRE_BLOCK, t))
             self.s[chunk] = t
 
     def _screen_block(self, chunk: np.ndarray, s_chunk: np.ndarray, x32: torch.Tensor, xn: torch.Tensor,
@@ -460,12 +460,15 @@ class _LazyGreedy:
         """Update m for rows ``chunk`` with centres b0..b1-1 (those a row has not seen yet); return new m (n,)."""
         rows, bound, dev = self.rows, self.bound, self.rows.device
         # q = ||x||^2 + ||c||^2 - 2 x.c in fp32: one matmul per block
-        q = torch.addmm(xn[:, None] + self.Cn[None, b0:b1], x32, self.C32[b0:b1].T, alpha=-2.0)  # (n, k)
+        # (thread fork/join costs more than it saves on small blocks, and stalls on busy machines)
+        big = len(chunk) * (b1 - b0) * rows.d >= _SMALL_WORK
+        with _cpu_threads(dev, self.n_threads if big else 1):
+            q = torch.addmm(xn[:, None] + self.Cn[None, b0:b1], x32, self.C32[b0:b1].T, alpha=-2.0)  # (n, k)
         self.stats["pairs_screened"] += q.numel()
-        need = s_chunk > b0  # rows that have already seen some centres of this block
-        if need.any():
-            seen = torch.as_tensor(s_chunk - b0, device=dev)[:, None] > torch.arange(b1 - b0, device=dev)
-            q = q.masked_fill(seen, float("inf"))  # (n, k)
+        w = min(int(s_chunk.max()), b1) - b0  # columns that some row of the chunk has already seen
+        if w > 0:  # hide them (re-screening would be harmless, only wasted work)
+            seen = torch.as_tensor(s_chunk - b0, device=dev)[:, None] > torch.arange(w, device=dev)  # (n, w)
+            q[:, :w].masked_fill_(seen, float("inf"))
         E, delta = bound.terms(xn, float(self.Cn_host[b0:b1].max()))
         best = torch.minimum(m_chunk, bound.upper(q.min(1).values, E, delta))  # (n,) >= new exact m
         r, c = torch.nonzero(q <= bound.threshold(best, E, delta)[:, None], as_tuple=True)

@@ -150,10 +150,10 @@ class PretrainConfig:
     """BPE vocabulary size (including <|endoftext|> and the two turn markers)."""
     n_layer: int = 4
     """Transformer blocks."""
-    n_embd: int = 256
+    n_embd: int = 192
     """Hidden size E."""
-    n_head: int = 4
-    """Attention heads (must divide n_embd)."""
+    n_head: int = 3
+    """Attention heads (must divide n_embd; 3 gives GPT-2's head size of 64)."""
     n_positions: int = 256
     """Context length of the model (learned position embeddings)."""
     seq_len: int = 256
@@ -166,7 +166,7 @@ class PretrainConfig:
     """Peak learning rate (small models tolerate large ones)."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of ``lr`` at the end of the cosine decay."""
-    warmup_steps: int = 40
+    warmup_steps: int = 30
     """Linear warm-up steps from 0 to ``lr``."""
     weight_decay: float = 0.1
     """AdamW decoupled weight decay (on matrices only, not biases/LayerNorms)."""
@@ -174,9 +174,9 @@ class PretrainConfig:
     """AdamW betas (GPT-3 / nanoGPT values)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0: off)."""
-    max_steps: int = 700
-    """Optimiser steps (the cosine schedule spans exactly these)."""
-    max_minutes: float = 40.0
+    max_steps: int = 300
+    """Optimiser steps (the cosine schedule spans exactly these); 300 x 16 x 256 = 1.2 M tokens, ~3 epochs."""
+    max_minutes: float = 30.0
     """Wall-clock budget of one invocation; when exceeded, stop after the current step, save and keep the checkpoint."""
     seed: int = 0
     """Seed for initialisation, data order and dropout."""

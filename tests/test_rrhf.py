@@ -111,8 +111,9 @@ def test_sft_loss_by_hand_three_reductions():
 
 
 def test_best_response_ties_go_to_lowest_index_and_skip_nan():
-    r = torch.tensor([[1.0, 2.0, 2.0], [NAN, 0.0, 0.0], [-math.inf, NAN, -math.inf], [NAN, 5.0, NAN]])
-    assert best_response_index(r).tolist() == [1, 1, 0, 1]
+    r = torch.tensor([[1.0, 2.0, 2.0], [NAN, 0.0, 0.0], [-math.inf, NAN, -math.inf], [NAN, 5.0, NAN],
+                      [NAN, -math.inf, -math.inf]])  # a -inf reward is real (e.g. a discarded sample), NaN is not
+    assert best_response_index(r).tolist() == [1, 1, 0, 1, 1]
 
 
 def test_rrhf_loss_total_is_weighted_sum():
@@ -232,6 +233,10 @@ def test_reference_labels_are_pre_shifted(tokenizer):
     on = labels != -100
     assert (labels[:, :-1][on[:, :-1]] == ids[:, 1:][on[:, :-1]]).all()
     assert on.sum(-1).tolist() == batch["response_mask"][0, :2].sum(-1).tolist()
+    # taken out of a 3-query batch, query 1 looks exactly as if it had been collated alone (real rows, own padding)
+    big = build_rrhf_batch(tokenizer, QUERIES, RESPONSES, max_length=32, rewards_list=REWARDS)
+    for key, value in reference_inputs(big, 1).items():
+        assert torch.equal(value, ref[key]), key
 
 
 # ---------------------------------------------------------------- training smoke tests ----------------------------

@@ -293,18 +293,34 @@ PRETRAIN_SAMPLES_PER_REQUEST = 3
 PRETRAIN_P_TWO_TURN = 0.15
 
 
-def pretraining_dialogues(rng: random.Random, records: list[dict]) -> list[str]:
+def pretraining_dialogues(rng: random.Random, records: list[dict], styles: list[str] | None = None) -> list[str]:
     """Dialogue part of the pretraining corpus: :data:`PRETRAIN_SAMPLES_PER_REQUEST` transcripts per request with
     styles drawn from the skewed mixes (65% of safe answers are off-topic/evasive/rude; half of unsafe answers
-    comply), :data:`PRETRAIN_P_TWO_TURN` of them two-turn (the earlier turn also drawn from the mix)."""
+    comply), :data:`PRETRAIN_P_TWO_TURN` of them two-turn (the earlier turn also drawn from the mix).
+
+    Args:
+        rng: the random source.
+        records: request records with their responses.
+        styles: if given, "safe/<style>" or "unsafe/<style>" of every drawn response is appended to it
+            (for the datasheet).
+
+    Returns:
+        list of transcripts.
+    """
     out = []
     for rec in records:
         for _ in range(PRETRAIN_SAMPLES_PER_REQUEST):
             turns = []
             if rng.random() < PRETRAIN_P_TWO_TURN:
                 prev = rng.choice(records)
-                turns.append((prev["request"], prev["responses"][_draw(rng, prev)]))
-            turns.append((rec["request"], rec["responses"][_draw(rng, rec)]))
+                st = _draw(rng, prev)
+                turns.append((prev["request"], prev["responses"][st]))
+                if styles is not None:
+                    styles.append(("unsafe/" if prev["unsafe"] else "safe/") + st)
+            st = _draw(rng, rec)
+            turns.append((rec["request"], rec["responses"][st]))
+            if styles is not None:
+                styles.append(("unsafe/" if rec["unsafe"] else "safe/") + st)
             out.append(transcript(turns))
     return out
 

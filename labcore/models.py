@@ -1,0 +1,210 @@
+"""Load causal LMs and tokenizers by preset or path; LoRA adapters through peft; the dialogue prompt format.
+
+One prompt format across labcore. GPT-2 and Pythia have no chat template, so we use Anthropic HH-RLHF's
+``"\\n\\nHuman: {message}\\n\\nAssistant:"`` (multi-turn capable). A turn ends at EOS or where the model starts a
+new ``"\\n\\nHuman:"``.
+
+Offline first: the preset ``tiny`` is the shipped model in ``data/models/tiny-base`` (made by ``labcore pretrain``).
+Hub presets (``gpt2``, ``pythia-*``) are used from the local Hugging Face cache when present; otherwise they need the
+Hub, and when it cannot be reached we fail at once with a message naming the offline alternative, never hang.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from labcore.utils import DATA_DIR, resolve_device, resolve_dtype
+
+HUMAN = "\n\nHuman:"
+ASSISTANT = "\n\nAssistant:"
+
+#: Preset name -> local directory (offline) or Hugging Face Hub id (online).
+PRESETS: dict[str, str] = {
+    "tiny": str(DATA_DIR / "models" / "tiny-base"),
+    "gpt2": "openai-community/gpt2",
+    "pythia-70m": "EleutherAI/pythia-70m",
+    "pythia-160m": "EleutherAI/pythia-160m",
+    "pythia-410m": "EleutherAI/pythia-410m",
+}
+
+#: LoRA target modules per architecture (``config.model_type``): attention and MLP projections.
+LORA_TARGETS: dict[str, list[str]] = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+OFFLINE_HINT = ("The Hugging Face Hub cannot be reached from here. Use the offline preset 'tiny' "
+                "(--model tiny), or a local Hugging Face directory (--model path/to/dir).")
+
+
+class HubUnavailableError(RuntimeError):
+    """A Hub-only model or dataset was asked for while the Hub cannot be reached."""
+
+
+def format_chat(turns: str | Sequence[tuple[str, str] | str]) -> str:
+    """Build an HH-format prompt that ends with ``"\\n\\nAssistant:"``, ready for the model to answer.
+
+    Args:
+        turns: one user message, or the dialogue so far: a list of ``(user, assistant)`` pairs followed by the final
+            user message (a plain string).
+    Returns:
+        ``"\\n\\nHuman: m1\\n\\nAssistant: a1\\n\\nHuman: m2\\n\\nAssistant:"``
+    """
+    if isinstance(turns, str):
+        turns = [turns]
+    parts = []
+    for turn in turns:
+        if isinstance(turn, str):
+            parts.append(f"{HUMAN} {turn.strip()}{ASSISTANT}")
+        else:
+            user, assistant = turn
+            parts.append(f"{HUMAN} {user.strip()}{ASSISTANT} {assistant.strip()}")
+    if not parts[-1].endswith(ASSISTANT):
+        raise ValueError("the last turn must be a user message (a plain string)")
+    return "".join(parts)
+
+
+def cut_turn(text: str) -> tuple[str, bool]:
+    """Cut generated text where the model starts a new ``"\\n\\nHuman:"`` turn. Returns (text, ended_turn)."""
+    i = text.find(HUMAN)
+    return (text[:i], True) if i >= 0 else (text, False)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when huggingface.co answers on port 443 within ``timeout`` seconds (False at once under HF_HUB_OFFLINE)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_model_path(name_or_path: str) -> tuple[str, bool]:
+    """Map a preset or path to what ``from_pretrained`` takes. Returns (path_or_id, is_local)."""
+    target = PRESETS.get(name_or_path, name_or_path)
+    if Path(target).expanduser().exists():
+        return str(Path(target).expanduser()), True
+    if name_or_path == "tiny":
+        raise FileNotFoundError(f"the tiny model is missing from {target}; create it with `labcore pretrain`")
+    looks_like_path = target.startswith((".", "/", "~")) or target.count("/") > 1 or os.sep + os.sep in target
+    if looks_like_path:
+        raise FileNotFoundError(f"no model directory at {target!r}")
+    return target, False
+
+
+def _from_hub(loader, repo_id: str, **kwargs):
+    """Load from the local HF cache; else from the Hub if it answers; else fail at once with the offline hint."""
+    try:
+        return loader(repo_id, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise HubUnavailableError(f"{repo_id!r} is not in the local Hugging Face cache. {OFFLINE_HINT}")
+    return loader(repo_id, **kwargs)
+
+
+def load_tokenizer(name_or_path: str, padding_side: str = "left") -> PreTrainedTokenizerBase:
+    """Load a tokenizer by preset or path; pad = eos where missing; left padding (for generation) by default."""
+    path, local = resolve_model_path(name_or_path)
+    tok = AutoTokenizer.from_pretrained(path) if local else _from_hub(AutoTokenizer.from_pretrained, path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_model(
+    name_or_path: str = "tiny",
+    *,
+    adapter: str | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    trainable_adapter: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer.
+
+    Args:
+        name_or_path: a preset of ``PRESETS`` or a local Hugging Face directory, or a Hub id (online).
+        adapter: optional directory of a saved peft LoRA adapter (e.g. ``runs/raft/final``) to put on top.
+        device: ``"auto"`` (cuda, then mps, then cpu) or a torch device.
+        dtype: ``"auto"`` (bf16 on CUDA when supported, fp32 on CPU) or a dtype name.
+        trainable_adapter: load the adapter's weights as trainable (to continue training it).
+    Returns:
+        (model in eval mode on ``device``, tokenizer with left padding and a pad token).
+    """
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    path, local = resolve_model_path(name_or_path)
+    loader = AutoModelForCausalLM.from_pretrained
+    model = loader(path, dtype=torch_dtype) if local else _from_hub(loader, path, dtype=torch_dtype)
+    tok = load_tokenizer(name_or_path)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not Path(adapter).expanduser().is_dir():
+            raise FileNotFoundError(f"no adapter directory at {adapter!r}")
+        model = PeftModel.from_pretrained(model, str(Path(adapter).expanduser()), is_trainable=trainable_adapter)
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+def add_lora(model: PreTrainedModel, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+             target_modules: list[str] | None = None):
+    """Wrap ``model`` with a fresh trainable LoRA adapter (peft); only the adapter's weights train.
+
+    Target modules default to the attention and MLP projections of the architecture (``LORA_TARGETS``).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if target_modules is None:
+        model_type = model.config.model_type
+        if model_type not in LORA_TARGETS:
+            raise ValueError(f"no default LoRA targets for model_type {model_type!r}; pass target_modules=[...] "
+                             f"(known: {', '.join(LORA_TARGETS)})")
+        target_modules = LORA_TARGETS[model_type]
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        task_type="CAUSAL_LM", fan_in_fan_out=model.config.model_type == "gpt2")
+    return get_peft_model(model, config)
+
+
+def has_adapter(model) -> bool:
+    """True for a peft model (an adapter can be switched off to get the base model back)."""
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+@contextlib.contextmanager
+def adapter_disabled(model) -> Iterator[None]:
+    """Run the base model with the adapter switched off: one copy of the weights serves unaligned and aligned."""
+    if has_adapter(model):
+        with model.disable_adapter():
+            yield
+    else:
+        yield
+
+
+def save_policy(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save an adapter (peft model) or a full model, with the tokenizer, as a Hugging Face directory."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
