@@ -441,7 +441,7 @@ def reference_inputs(batch: dict[str, torch.Tensor], query_index: int) -> dict[s
     attn = batch["attention_mask"][query_index][real]  # (K_b, T)
     resp = batch["response_mask"][query_index][real]  # (K_b, T)
     T_b = int(attn.sum(-1).max())
-    pass  # (K_b, T_b) pad to this query's longest row
+    ids, attn, resp = ids[:, :T_b], attn[:, :T_b], resp[:, :T_b]  # (K_b, T_b) pad to this query's longest row
     labels = torch.full_like(ids, IGNORE_INDEX)  # (K_b, T_b)
     labels[:, :-1] = torch.where(resp[:, 1:], ids[:, 1:], torch.full_like(ids[:, 1:], IGNORE_INDEX))
     return dict(input_ids=ids, attention_mask=attn, labels=labels, rewards=batch["rewards"][query_index][real])
