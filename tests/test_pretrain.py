@@ -101,7 +101,7 @@ def test_param_formula_matches_the_model_and_config_validates(tokenizer):
     with pytest.raises(ValueError, match="exceed"):
         PretrainConfig(n_layer=12, n_embd=512, n_head=8)
     with pytest.raises(ValueError, match="divide"):
-        PretrainConfig(n_head=3)
+        PretrainConfig(n_embd=192, n_head=5)
     with pytest.raises(ValueError, match="seq_len"):
         PretrainConfig(seq_len=512)
 
@@ -198,6 +198,22 @@ def test_nearest_style_picks_the_most_overlapping_reference():
     assert nearest_style("sorry, i can't do that", refs) == "refusal"
     assert nearest_style("happy to help: rinse the rice", refs) == "polite"
     assert nearest_style("", refs) == "empty"
+
+
+@pytest.mark.skipif(not (DEFAULT_OUT.parent.parent / "dialogues" / "paraphrase_test.jsonl.gz").exists(),
+                    reason="tiny-world data not built")
+def test_evaluate_base_report_on_an_untrained_model(tokenizer, tmp_path):
+    from labcore.pretrain import _save_final, evaluate_base
+
+    torch.manual_seed(0)
+    _save_final(build_model(tiny_config(n_positions=64, seq_len=64), tokenizer), tokenizer, tmp_path)
+    rep = evaluate_base(tmp_path, n=4, n_reviews=3, batch_size=4, ppl_blocks=2, device="cpu")
+    assert json.loads((tmp_path / "eval_base.json").read_text())["n_params"] == rep["n_params"]
+    assert rep["heldout_ppl"] > 50  # untrained: close to uniform over 320 tokens
+    for part in ("test_requests", "paraphrases"):
+        assert rep[part]["n"] == 4 and 0.0 <= rep[part]["turn_end_rate"] <= 1.0
+        assert sum(rep[part]["style_mix"].values()) == pytest.approx(1.0)
+    assert rep["reviews"]["n"] == 3 and -1.0 <= rep["reviews"]["vader_mean"] <= 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
