@@ -124,6 +124,20 @@ def _run_select(args) -> None:
                model=args.model, split=None if args.split == "all" else args.split)
 
 
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="rebuild the tiny world's data files byte-identically (or print their --stats)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0: the committed files)")
+    p.add_argument("--out", default="data", help="output folder (default data/)")
+    p.add_argument("--stats", action="store_true", help="print the datasheet's numbers instead of writing files")
+    p.set_defaults(run=_run_data)
+
+
+def _run_data(args) -> None:
+    from labcore.tinyworld.build import main as build_main
+
+    build_main(["--seed", str(args.seed), "--out", args.out] + (["--stats"] if args.stats else []))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labcore", description="labcore: a hands-on lab for efficient LLM alignment "
                                      "(RRHF, RAFT, core-set selection). Run 'labcore COMMAND --help' for details.")
@@ -132,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score(sub)
     _add_pretrain(sub)
     _add_select(sub)
+    _add_data(sub)
     return parser
 
 

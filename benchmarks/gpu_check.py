@@ -1,0 +1,193 @@
+"""Exercise every GPU path of labcore on one CUDA GPU and compare with the CPU; print a table.
+
+Paths: bf16 generation and response log-probs, a LoRA training step under bf16 autocast (accelerate), the sentence
+encoder, KCenterGreedy (exact: identical picks), the RRHF step, and RAFT / SFT when those modules are present.
+Each check compares the GPU result with the same computation in float32 on the CPU, within a stated tolerance.
+On a machine without a GPU it says so and exits 0. Takes well under 5 minutes on one GPU.
+
+    python benchmarks/gpu_check.py            # last line: key=value summary
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+RESULTS: list[tuple[str, bool, str, float]] = []
+
+
+def check(name):
+    def wrap(fn):
+        def run():
+            t = time.time()
+            try:
+                ok, detail = fn()
+            except ModuleNotFoundError as e:
+                ok, detail = None, f"skipped: {e}"
+            except Exception as e:  # a failing path is reported, the other checks still run
+                ok, detail = False, f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+            RESULTS.append((name, ok, detail, time.time() - t))
+        return run
+    return wrap
+
+
+def _model_and_tokenizer():
+    """The shipped tiny model when present, else a tiny random GPT-2 with the test tokenizer."""
+    from labcore.models import PRESETS, load_model
+
+    if (Path(PRESETS["tiny"]) / "config.json").exists():
+        return load_model("tiny", device="cpu", dtype="float32")
+    from conftest import make_model, make_tokenizer
+
+    tok = make_tokenizer()
+    return make_model("gpt2", len(tok)), tok
+
+
+PROMPTS = ["\n\nHuman: How do I keep basil alive on a windowsill?\n\nAssistant:",
+           "\n\nHuman: What is a quick breakfast before a run?\n\nAssistant:",
+           "This film was", "The acting in this one"]
+RESPONSES = [" Water it when the soil is dry and give it sun.", " A banana and some oats.",
+             " a delight from start to finish.", " was stiff and the plot dragged."]
+
+
+@check("bf16 generation + response log-probs")
+def gen_check():
+    from labcore.generation import generate, response_logprobs
+
+    model, tok = _model_and_tokenizer()
+    cpu = response_logprobs(model, tok, PROMPTS, RESPONSES)
+    gpu_model = model.to(GPU, dtype=torch.bfloat16)
+    gpu = response_logprobs(gpu_model, tok, PROMPTS, RESPONSES)
+    diff = max(float((a - b.float()).abs().mean()) for a, b in zip(cpu, gpu))
+    rows = generate(gpu_model, tok, PROMPTS * 8, num_samples=4, max_new_tokens=48, seed=0, batch_size=32)
+    ok = diff < 0.1 and len(rows) == len(PROMPTS) * 32 and all(isinstance(r["response"], str) for r in rows)
+    return ok, f"mean |logp cpu fp32 - gpu bf16| = {diff:.4f} (< 0.1); {len(rows)} samples"
+
+
+@check("LoRA training step (bf16 autocast, accelerate)")
+def lora_check():
+    from labcore.generation import encode_pairs, forward_response_logprobs
+    from labcore.models import add_lora
+    from labcore.training import Learner, OptimConfig
+
+    runs = []  # (losses, LoRA tensors moved, LoRA tensors, mixed precision) on the CPU, then on the GPU
+    for on_cpu in (True, GPU == "cpu"):
+        model, tok = _model_and_tokenizer()
+        model = add_lora(model, r=8, alpha=16, dropout=0.0)
+        learner = Learner(model, OptimConfig(lr=1e-3, cpu=on_cpu), seed=0)
+        seqs, n = encode_pairs(tok, PROMPTS, RESPONSES, add_eos=True)
+
+        def loss_fn(m, _):
+            logp, mask = forward_response_logprobs(m, seqs, n, tok.pad_token_id)
+            return -(logp.sum() / mask.sum()), {}
+
+        params = lambda: {k: v.detach().float().cpu().clone() for k, v in learner.unwrapped().named_parameters()
+                          if v.requires_grad}
+        before = params()
+        losses = [learner.step(None, loss_fn)["loss"] for _ in range(3)]
+        after = params()
+        runs.append((losses, sum(not torch.equal(before[k], after[k]) for k in before), len(before),
+                     learner.accelerator.mixed_precision))
+    (lc, _, _, _), (lg, moved, total, mp) = runs
+    ok = abs(lc[0] - lg[0]) < 0.05 * abs(lc[0]) + 0.05 and lg[-1] < lg[0] and moved == total
+    return ok, f"loss cpu {lc[0]:.3f}->{lc[-1]:.3f}, gpu[{mp}] {lg[0]:.3f}->{lg[-1]:.3f}; {moved}/{total} LoRA tensors moved"
+
+
+@check("sentence encoder (MiniLM) on GPU")
+def embed_check():
+    from labcore.embed import embed_texts
+
+    texts = [p + r for p, r in zip(PROMPTS, RESPONSES)] * 16
+    a = embed_texts(texts, device="cpu", cache=False, progress=False)
+    b = embed_texts(texts, device=GPU, cache=False, progress=False)
+    diff = float(np.abs(a - b).max())
+    return diff < 2e-3, f"max |cpu - gpu| = {diff:.2e} (< 2e-3)"
+
+
+@check("KCenterGreedy on GPU (identical picks)")
+def kcenter_check():
+    from labcore.kcenter import KCenterGreedy
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 384))
+    X = centres[rng.integers(0, 50, 100_000)] + 0.3 * rng.normal(size=(100_000, 384))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    t = time.time()
+    cpu = KCenterGreedy(500, device="cpu").fit(X, initial=0)
+    t_cpu = time.time() - t
+    t = time.time()
+    gpu = KCenterGreedy(500, device=GPU).fit(X, initial=0)
+    if GPU == "cuda":
+        torch.cuda.synchronize()
+    t_gpu = time.time() - t
+    same = list(cpu.selected_indices_) == list(gpu.selected_indices_)
+    return same, f"N=100k d=384 K=500 clustered: identical={same}; cpu {t_cpu:.2f}s, gpu {t_gpu:.2f}s"
+
+
+@check("RRHF step (bf16 autocast)")
+def rrhf_check():
+    from labcore.rrhf import build_rrhf_batch, rrhf_forward, rrhf_loss
+
+    model, tok = _model_and_tokenizer()
+    queries = PROMPTS[:2]
+    responses = [RESPONSES[:2] + [" No."], RESPONSES[2:] + [" Figure it out yourself.", " Sure."]]
+    rewards = [[1.0, 0.5, -1.0], [0.2, 0.9, -0.5, 0.0]]
+    batch = build_rrhf_batch(tok, queries, responses, max_length=128, rewards_list=rewards)
+    out = []
+    for device in ("cpu", GPU):
+        m = model.to(device)
+        b = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            fwd = rrhf_forward(m, b)
+            loss = rrhf_loss(fwd.scores, fwd.token_logp, b["response_mask"], b["rewards"])
+        loss.loss.backward()
+        out.append(tuple(float(x.detach()) for x in (loss.loss, loss.rank, loss.sft)))
+        m.zero_grad()
+    c, g = out
+    ok = all(abs(x - y) < 0.05 * abs(x) + 0.05 for x, y in zip(c, g))
+    return ok, f"loss/rank/sft cpu {c[0]:.3f}/{c[1]:.3f}/{c[2]:.3f} vs gpu {g[0]:.3f}/{g[1]:.3f}/{g[2]:.3f}"
+
+
+GPU = "cuda"
+
+
+def main() -> int:
+    global GPU
+    if "--dry-run" in sys.argv:  # exercise the script's code on the CPU (the CPU stands in for the GPU)
+        GPU = "cpu"
+        for fn in (gen_check, lora_check, embed_check, kcenter_check, rrhf_check):
+            fn()
+        for name, ok, detail, secs in RESULTS:
+            print(f"{name}: {ok} {detail} ({secs:.1f}s)")
+        print(f"gpu=dry-run checks={len(RESULTS)} failed={sum(ok is False for _, ok, _, _ in RESULTS)}")
+        return 0
+    if not torch.cuda.is_available():
+        print("no CUDA GPU on this machine: nothing to check (the CPU paths are covered by the test suite)")
+        print("gpu=none checks=0 failed=0")
+        return 0
+    print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported()}")
+    for fn in (gen_check, lora_check, embed_check, kcenter_check, rrhf_check):
+        fn()
+    width = max(len(r[0]) for r in RESULTS)
+    print(f"\n{'check':<{width}}  result   seconds  detail")
+    for name, ok, detail, secs in RESULTS:
+        status = "skip" if ok is None else ("ok" if ok else "FAIL")
+        print(f"{name:<{width}}  {status:<7}  {secs:7.1f}  {detail}")
+    failed = sum(ok is False for _, ok, _, _ in RESULTS)
+    print(f"gpu={torch.cuda.get_device_name(0).replace(' ', '_')} checks={len(RESULTS)} failed={failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
