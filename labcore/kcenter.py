@@ -58,6 +58,7 @@ METRICS = ("euclidean", "cosine")
 _U64 = 2.0 ** -53  # unit roundoff of float64
 _U32 = 2.0 ** -24  # unit roundoff of float32
 _CENTRE_BLOCK = 1024  # centres per screening block: a block is (chunk_size x _CENTRE_BLOCK) floats
+_GROUP_MIN_ROWS = 512  # refreshes of fewer rows skip the triangle-inequality grouping (overhead > gain)
 _SMALL_WORK = 1 << 24  # multiply-adds below which a CPU screening block runs on one thread
 
 
@@ -211,6 +212,10 @@ class _Bound:
     def upper(self, q: torch.Tensor, E: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """H: an upper bound of d64 from q (float64 math on (n,) vectors)."""
         return ((q.double() + E).sqrt() + delta) * (1 + self.rho)
+
+    def lower(self, q: torch.Tensor, E: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """L: a lower bound of d64 from q (float64 math)."""
+        return ((q.double() - E).clamp(min=0).sqrt() - delta).clamp(min=0) * (1 - self.rho)
 
     def threshold(self, best: torch.Tensor, E: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """T as float32 (rounded up): q > T implies L > best, i.e. d64 > best (the pair cannot be the minimum)."""
@@ -394,6 +399,9 @@ class _LazyGreedy:
         n, d = rows.n, rows.d
         self.m = np.full(n, np.inf)  # (N,)
         self.s = np.zeros(n, dtype=np.int64)  # (N,)
+        self.a = np.full(n, -1, dtype=np.int64)  # (N,) index (into the centres) of the centre realising m
+        self.ex = np.ones(n, dtype=bool)  # (N,) m is exact; False: m is an upper bound, the exact value is d64(x, a)
+        self.lo = np.full(n, np.inf)  # (N,) lower bound of the exact value (= m when exact)
         self.t = 0  # number of centres
         self.C64 = np.empty((budget, d))  # (budget, d) centres as the reference sees them
         self.C32 = torch.empty((budget, d), dtype=torch.float32, device=rows.device)  # (budget, d) fp32 on device
@@ -411,7 +419,7 @@ class _LazyGreedy:
         self.Cn[self.t] = (c32 * c32).sum()
         self.Cn_host[self.t] = float(self.Cn[self.t])
         self.t += 1
-        self.m[j], self.s[j] = -1.0, self._CHOSEN_S
+        self.m[j], self.lo[j], self.s[j], self.ex[j] = -1.0, -1.0, self._CHOSEN_S, True
 
     def select(self) -> tuple[int, float]:
         """Exact argmax_i m_i over unchosen points (lowest index on ties), and the covering radius max_i m_i."""
@@ -423,27 +431,91 @@ class _LazyGreedy:
         k = min(self.probe, len(m) - n_chosen)
         top = np.argpartition(m, len(m) - k)[len(m) - k:]
         self.refresh(top[s[top] < t])
+        first = top[np.argsort(-m[top])[:4]]  # exact values of the 4 largest bounds give L ...
+        self.verify(first)
+        L = m[first].max()
+        self.verify(top[m[top] >= L])  # ... and any other probe point that could exceed it raises L
         L = m[top].max()
         # 2. every point whose stale bound reaches L could still be the maximum (or tie it): refresh them all.
         cand = np.flatnonzero((m >= L) & (s < t))
         self.refresh(cand)
         self.probe = int(np.clip(len(cand) + 16, 16, self.rows.chunk_size))
-        # Now every stale point has m < L <= max of the fresh points, so the argmax is fresh, i.e. exact.
-        j = int(np.argmax(m))
-        assert s[j] >= t, "lazy bound invariant violated"
-        return j, max(float(m[j]), 0.0)
+        # Now every stale point has m < L <= max of the fresh points, so the argmax is fresh; make it exact (a
+        # deferred value only decreases when made exact, so repeat until the argmax is exact).
+        while True:
+            j = int(np.argmax(m))
+            assert s[j] >= t, "lazy bound invariant violated"
+            if self.ex[j]:
+                return j, max(float(m[j]), 0.0)
+            self.verify(np.array([j]))
 
     def finish(self) -> np.ndarray:
         """Bring every point up to date; return min distances (N,) with 0 for chosen points."""
         self.refresh(np.flatnonzero(self.s < self.t))
+        self.verify(np.flatnonzero(~self.ex))
         return np.maximum(self.m, 0.0)
 
     def refresh(self, idx: np.ndarray) -> None:
-        """For points idx (all stale): m_i <- min(m_i, min_{c = s_i .. t-1} d64(x_i, c)), s_i <- t; exact."""
+        """For points idx (all stale): m_i <- min(m_i, min_{c = s_i .. t-1} d64(x_i, c)), s_i <- t; exact.
+
+        Large refreshes group the points by assigned centre a and skip, for a whole group, every new centre c with
+        d(a, c) >= 2 max_group m: then d(x, c) >= d(a, c) - d(x, a) >= m_x for each x of the group (triangle
+        inequality), so c cannot lower m_x. Small refreshes (a handful of points) skip the grouping overhead.
+        """
         if len(idx) == 0:
             return
-        rows, bound, t, dev = self.rows, self.bound, self.t, self.rows.device
-        idx = idx[np.argsort(self.s[idx], kind="stable")]  # similar staleness in one chunk: little masked work
+        t = self.t
+        if len(idx) < _GROUP_MIN_ROWS:
+            self._refresh_rows(idx[np.argsort(self.s[idx], kind="stable")], np.arange(int(self.s[idx].min()), t))
+        else:
+            a = self.a[idx]
+            order = np.lexsort((self.s[idx], a))  # by assigned centre, then staleness
+            idx, a = idx[order], a[order]
+            cut = np.flatnonzero(np.diff(a)) + 1
+            starts, ends = np.r_[0, cut], np.r_[cut, len(idx)]
+            for g0 in range(0, len(starts), _CENTRE_BLOCK):  # batches of groups: (groups x centres) bounds
+                gs, ge = starts[g0:g0 + _CENTRE_BLOCK], ends[g0:g0 + _CENTRE_BLOCK]
+                for (lo, hi), cols in zip(zip(gs, ge), self._group_centres(idx, a, gs, ge)):
+                    self._refresh_rows(idx[lo:hi], cols)
+        self.s[idx] = t
+
+    def _group_centres(self, idx: np.ndarray, a: np.ndarray, gs: np.ndarray, ge: np.ndarray) -> list[np.ndarray]:
+        """For each group (rows idx[gs:ge], all assigned to centre a[gs]) the new centres that may lower some m."""
+        t, s, dev, bound = self.t, self.s, self.rows.device, self.bound
+        s_min = np.minimum.reduceat(s[idx], gs)  # (g,) first centre some row of the group has not seen
+        m_max = np.maximum.reduceat(self.m[idx], gs)  # (g,)
+        ga = a[gs]  # (g,) assigned centre of each group, -1: none yet (m = inf)
+        lo = int(s_min.min())
+        out = [np.arange(int(s0), t) for s0 in s_min]
+        has = np.flatnonzero(ga >= 0)
+        if len(has) == 0 or lo >= t:
+            return out
+        ca = self.C32[torch.as_tensor(ga[has], device=dev)]  # (g', d)
+        can = self.Cn[torch.as_tensor(ga[has], device=dev)]  # (g',)
+        q = torch.addmm(can[:, None] + self.Cn[None, lo:t], ca, self.C32[lo:t].T, alpha=-2.0)  # (g', t - lo)
+        E, delta = bound.terms(can, float(self.Cn_host[lo:t].max()))
+        L = bound.lower(q, E[:, None], delta[:, None]).cpu().numpy()  # (g', t - lo) <= d64(a, c)
+        # skip c when L(a, c) >= 2 m (1 + 4 rho): then d64(x, c) >= m_x for every row x of the group (see docstring)
+        keep = L < 2.0 * m_max[has][:, None] * (1 + 4 * bound.rho)
+        for row, g in enumerate(has):
+            cols = np.flatnonzero(keep[row, s_min[g] - lo:]) + s_min[g]
+            out[g] = cols
+        return out
+
+    def verify(self, idx: np.ndarray) -> None:
+        """Make the deferred values of rows idx exact: m = d64(x, a), a being their proven unique nearest centre."""
+        idx = idx[~self.ex[idx]]
+        for lo in range(0, len(idx), self.rows.chunk_size):
+            chunk = idx[lo:lo + self.rows.chunk_size]
+            self.m[chunk] = self.lo[chunk] = _distances64(self.rows.host64(chunk), self.C64[self.a[chunk]])
+            self.ex[chunk] = True
+            self.stats["pairs_verified"] += len(chunk)
+
+    def _refresh_rows(self, idx: np.ndarray, cols: np.ndarray) -> None:
+        """Update m, a of rows idx (sorted by s) with the centres cols (ascending; those below s_i are ignored)."""
+        rows, dev = self.rows, self.rows.device
+        if len(cols) == 0:
+            return
         for lo in range(0, len(idx), rows.chunk_size):
             chunk = idx[lo:lo + rows.chunk_size]  # (n,)
             s_chunk = self.s[chunk]
@@ -451,33 +523,62 @@ class _LazyGreedy:
             xn = (x32 * x32).sum(1)  # (n,)
             m_chunk = torch.from_numpy(self.m[chunk]).to(dev)  # (n,) float64
             self.stats["rows_streamed"] += len(chunk)
-            for b0 in range(int(s_chunk.min()), t, _CENTRE_BLOCK):
-                m_chunk = self._screen_block(chunk, s_chunk, x32, xn, m_chunk, b0, min(b0 + _CENTRE_BLOCK, t))
-            self.s[chunk] = t
+            for b0 in range(0, len(cols), _CENTRE_BLOCK):
+                block = cols[b0:b0 + _CENTRE_BLOCK]
+                m_chunk = self._screen_block(chunk, s_chunk, x32, xn, m_chunk, block)
 
     def _screen_block(self, chunk: np.ndarray, s_chunk: np.ndarray, x32: torch.Tensor, xn: torch.Tensor,
-                      m_chunk: torch.Tensor, b0: int, b1: int) -> torch.Tensor:
-        """Update m for rows ``chunk`` with centres b0..b1-1 (those a row has not seen yet); return new m (n,)."""
+                      m_chunk: torch.Tensor, block: np.ndarray) -> torch.Tensor:
+        """Update m, a for rows ``chunk`` with the centres ``block`` (ascending); return the new m (n,)."""
         rows, bound, dev = self.rows, self.bound, self.rows.device
+        b0, b1 = int(block[0]), int(block[-1]) + 1
+        if b1 - b0 == len(block):  # a contiguous range: views, no gather
+            C, Cn, cn_max = self.C32[b0:b1], self.Cn[b0:b1], float(self.Cn_host[b0:b1].max())
+        else:
+            sel = torch.as_tensor(block, device=dev)
+            C, Cn, cn_max = self.C32[sel], self.Cn[sel], float(self.Cn_host[block].max())
         # q = ||x||^2 + ||c||^2 - 2 x.c in fp32: one matmul per block
         # (thread fork/join costs more than it saves on small blocks, and stalls on busy machines)
-        big = len(chunk) * (b1 - b0) * rows.d >= _SMALL_WORK
+        big = len(chunk) * len(block) * rows.d >= _SMALL_WORK
         with _cpu_threads(dev, self.n_threads if big else 1):
-            q = torch.addmm(xn[:, None] + self.Cn[None, b0:b1], x32, self.C32[b0:b1].T, alpha=-2.0)  # (n, k)
+            q = torch.addmm(xn[:, None] + Cn[None, :], x32, C.T, alpha=-2.0)  # (n, k)
         self.stats["pairs_screened"] += q.numel()
-        w = min(int(s_chunk.max()), b1) - b0  # columns that some row of the chunk has already seen
+        w = int(np.searchsorted(block, s_chunk.max()))  # columns that some row of the chunk has already seen
         if w > 0:  # hide them (re-screening would be harmless, only wasted work)
-            seen = torch.as_tensor(s_chunk - b0, device=dev)[:, None] > torch.arange(w, device=dev)  # (n, w)
-            q[:, :w].masked_fill_(seen, float("inf"))
-        E, delta = bound.terms(xn, float(self.Cn_host[b0:b1].max()))
+            seen = torch.as_tensor(block[:w], device=dev)[None, :] < torch.as_tensor(s_chunk, device=dev)[:, None]
+            q[:, :w].masked_fill_(seen, float("inf"))  # (n, w)
+        E, delta = bound.terms(xn, cn_max)
         best = torch.minimum(m_chunk, bound.upper(q.min(1).values, E, delta))  # (n,) >= new exact m
         r, c = torch.nonzero(q <= bound.threshold(best, E, delta)[:, None], as_tuple=True)
-        r, c = r.cpu().numpy(), c.cpu().numpy() + b0
-        if len(r):  # exact float64 verification with the reference's own code
-            d64 = _distances64(rows.host64(chunk[r]), self.C64[c])  # (n_pairs,)
-            self.stats["pairs_verified"] += len(r)
-            new = self.m[chunk].copy()
-            np.minimum.at(new, r, d64)
-            self.m[chunk] = new
-            m_chunk = torch.from_numpy(new).to(dev)
-        return m_chunk
+        if len(r) == 0:
+            return m_chunk
+        # A row whose only candidate is surely closer than its exact old value (H < m_old) has that centre as its
+        # unique nearest one: defer the float64 value (m = H, an upper bound, until someone needs it exact).
+        per_row = torch.bincount(r, minlength=len(chunk)).cpu().numpy()  # (n,)
+        qp = q[r, c]  # (n_pairs,)
+        H, Lp = bound.upper(qp, E[r], delta[r]).cpu().numpy(), bound.lower(qp, E[r], delta[r]).cpu().numpy()
+        r, c = r.cpu().numpy(), block[c.cpu().numpy()]
+        rows_i = chunk[r]
+        defer = (per_row[r] == 1) & (H < self.lo[rows_i])  # lo: lower bound of the old exact value
+        if defer.any():
+            dr = rows_i[defer]
+            self.m[dr], self.lo[dr], self.a[dr], self.ex[dr] = H[defer], Lp[defer], c[defer], False
+            r, c, rows_i = r[~defer], c[~defer], rows_i[~defer]
+            if len(r) == 0:
+                return torch.from_numpy(self.m[chunk]).to(dev)
+        # exact float64 verification with the reference's own code (a row's pending centre is re-checked too)
+        pend = np.unique(rows_i[~self.ex[rows_i]])
+        if len(pend):
+            self.verify(pend)
+        d64 = _distances64(rows.host64(rows_i), self.C64[c])  # (n_pairs,)
+        self.stats["pairs_verified"] += len(r)
+        order = np.lexsort((d64, r))  # per row, its smallest verified distance first
+        r, c, d64 = r[order], c[order], d64[order]
+        first = np.r_[True, r[1:] != r[:-1]]
+        r, c, d64 = r[first], c[first], d64[first]
+        rows_i = chunk[r]
+        better = d64 < self.m[rows_i]
+        self.m[rows_i[better]] = d64[better]  # m_x = min(m_x, d64(x, c)), Eq. 6
+        self.lo[rows_i[better]] = d64[better]
+        self.a[rows_i[better]] = c[better]  # the centre that realises it
+        return torch.from_numpy(self.m[chunk]).to(dev)
