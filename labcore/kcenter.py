@@ -144,8 +144,13 @@ def kcenter_greedy_reference(X: np.ndarray | torch.Tensor, budget: int, initial:
     n = X.shape[0]
     budget = _check_budget(budget, n)
     initial = _check_initial(initial, n, budget)
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinite values")
     if metric == "cosine":
-        X = X / np.sqrt(_row_sq_sums64(X))[:, None]  # (N, d) unit rows
+        norms = np.sqrt(_row_sq_sums64(X))  # (N,)
+        if (norms == 0).any():
+            raise ValueError(f"cosine metric needs non-zero rows; row {int(np.argmax(norms == 0))} is zero")
+        X = X / norms[:, None]  # (N, d) unit rows
     m = np.full(n, np.inf)  # m_i = d(x_i, S), Eq. 6
     chosen = np.zeros(n, dtype=bool)
     selected: list[int] = []
