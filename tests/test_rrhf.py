@@ -205,6 +205,26 @@ def test_scores_equal_full_log_softmax(tokenizer):
             assert_close(fwd.scores[batch["slot_mask"]], brute_scores[batch["slot_mask"]], atol=1e-5, rtol=1e-5)
 
 
+def test_response_only_head_across_architectures_and_pad_equal_eos(tiny_lm):
+    """GPT-2, GPT-NeoX (Pythia) and Llama (conftest's tiny_lm): the LM head applied at response positions only gives
+    the same log-probs as the full logits. With pad == EOS (GPT-2 convention) the appended EOS is still attended
+    and scored (the reference's ``input_ids != pad`` attention mask would drop it)."""
+    model, tok = tiny_lm
+    assert tok.pad_token_id == tok.eos_token_id
+    queries = ["\n\nHuman: How do I water a tomato plant?\n\nAssistant:", "\n\nHuman: Recommend a film?\n\nAssistant:"]
+    responses = [[" Water it deeply.", " No."], [" A delight.", " Figure it out yourself.", " Dull."]]
+    batch = build_rrhf_batch(tok, queries, responses, max_length=64, rewards_list=[[1.0, 0.0], [2.0, -1.0, 0.0]])
+    ends = batch["attention_mask"].sum(-1) - 1  # (B, K) last real position of each row
+    for b, k in batch["slot_mask"].nonzero().tolist():
+        e = int(ends[b, k])
+        assert batch["input_ids"][b, k, e] == tok.eos_token_id and batch["response_mask"][b, k, e]
+    with torch.no_grad():
+        fast = rrhf_forward(model, batch, response_logits_only=True)
+        full = rrhf_forward(model, batch, response_logits_only=False)
+    assert_close(fast.token_logp, full.token_logp, atol=1e-5, rtol=1e-5)
+    assert (fast.token_logp[batch["response_mask"]] < 0).all()  # every response token, EOS included, is scored
+
+
 @pytest.mark.parametrize("only", [True, False])
 def test_parity_with_reference_loss_and_gradients(tokenizer, only):
     """One query, sft_reduction="reference", rrhf_weight 2: same loss, parts and gradients as the reference."""
