@@ -1,0 +1,239 @@
+"""RAFT: selection and discard rule on hand-made rewards, config checks, the loop (weights change, metrics, exact
+resume), and the online presets run for one iteration on tiny local stand-ins."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_model, make_tokenizer
+from labcore.raft import (PRESETS, RAFTConfig, apply_discard, discard_mask, plot_metrics, preset_config,
+                          prompt_indices, raft, read_metrics, repetition_rate, results_table, run_raft,
+                          run_raft_table, add_raft_args, add_raft_table_args, select_global, select_local)
+
+NEG = float("-inf")
+FIELDS = {"iteration", "reward_onpolicy", "reward_selected", "eval_reward", "distinct_2", "mean_length", "ppl",
+          "seconds", "discarded", "n_selected", "sft_loss"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------------------------------------------
+def test_select_local_best_of_k_ties_and_discards():
+    rewards = torch.tensor([[0.1, 0.5, 0.5],          # tie -> lowest index 1
+                            [NEG, NEG, NEG],          # all discarded -> -1
+                            [float("nan"), 0.2, NEG],  # NaN and -inf never chosen
+                            [1.0, 0.0, 1.0],          # tie at the front -> 0
+                            [-3.0, NEG, -2.0]])       # negative rewards are fine
+    assert select_local(rewards).tolist() == [1, -1, 1, 0, 2]
+
+
+def test_select_local_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.randint(0, 3, (50, 4), generator=g).float()  # many ties
+    rewards[torch.rand(50, 4, generator=g) < 0.2] = NEG
+    got = select_local(rewards).tolist()
+    for i, row in enumerate(rewards.tolist()):
+        valid = [k for k, r in enumerate(row) if r != NEG]
+        expected = -1 if not valid else min(valid, key=lambda k: (-row[k], k))
+        assert got[i] == expected
+
+
+def test_select_global_top_fraction_ties_and_discards():
+    rewards = torch.tensor([0.3, 0.9, 0.3, NEG, 0.9, float("nan"), 0.1])
+    assert select_global(rewards, 3).tolist() == [1, 4, 0]
+    assert select_global(rewards, 10).tolist() == [1, 4, 0, 2, 6]  # never a discarded one
+    assert select_global(rewards, 0).tolist() == []
+    with pytest.raises(ValueError):
+        select_global(rewards.view(7, 1), 2)
+
+
+def test_repetition_and_discard_rule():
+    assert repetition_rate("good good good good") == pytest.approx(0.5)  # 3-grams: 2, unique: 1
+    assert repetition_rate("a b c d") == 0.0
+    assert repetition_rate("a b") == 0.0
+    responses = ["", "   ", " fine", " a b c a b c a b c", " a nice long varied answer"]
+    tokens = [0, 1, 1, 9, 5]
+    mask = discard_mask(responses, tokens, min_tokens=2, max_repetition=0.5)
+    assert mask.tolist() == [True, True, True, True, False]  # empty, blank, short, repetitive (5/7 > 0.5), kept
+    rewards = apply_discard(torch.tensor([1.0, 2.0, 3.0, 4.0, 0.5]), mask)
+    assert rewards.tolist() == [NEG, NEG, NEG, NEG, 0.5]
+    assert select_global(rewards, 2).tolist() == [4]  # a discarded sample is never selected, whatever its reward
+
+
+def test_prompt_order_is_seeded_and_without_replacement():
+    n, size = 10, 4
+    stream = [i for t in range(1, 6) for i in prompt_indices(n, 7, t, size)]  # 20 draws = two passes
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+    assert stream[:10] != stream[10:]  # a fresh permutation per pass
+    assert prompt_indices(n, 7, 2, size) == stream[4:8]
+    assert prompt_indices(n, 8, 1, size) != prompt_indices(n, 7, 1, size)
+
+
+def test_config_validation_and_sizes():
+    with pytest.raises(ValueError, match="selection"):
+        RAFTConfig(selection="best")
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        RAFTConfig(min_new_tokens=48, max_new_tokens=48)
+    with pytest.raises(ValueError, match="alpha"):
+        RAFTConfig(alpha=0.0)
+    local = RAFTConfig(raft_batch_size=64, selection="local", num_samples=5)
+    assert (local.prompts_per_iteration, local.samples_per_prompt) == (64, 5)
+    top = RAFTConfig(raft_batch_size=64, selection="global", alpha=0.2)
+    assert (top.prompts_per_iteration, top.samples_per_prompt) == (320, 1)  # b / alpha prompts, one sample each
+    assert preset_config("gpt2-hh", fast=False).num_samples == 8
+    assert preset_config("tiny-sentiment", fast=True, lr=0.5).lr == 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop on a tiny random GPT-2
+# ---------------------------------------------------------------------------------------------------------------
+def _cfg(model_dir, **kw) -> RAFTConfig:
+    base = dict(model=str(model_dir), reward="length", iterations=2, raft_batch_size=4, selection="local",
+                num_samples=2, min_new_tokens=6, max_new_tokens=10, stop_at_turn=False, lr=5e-3, epochs=1,
+                train_batch_size=4, lora_r=4, lora_alpha=8, lora_dropout=0.1, eval_prompts=4, ppl_examples=4,
+                gen_batch_size=8, min_tokens=1, device="cpu", seed=3)
+    return RAFTConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def sentiment_task():
+    cfg = preset_config("tiny-sentiment", fast=True, eval_prompts=4, ppl_examples=4)
+    return PRESETS["tiny-sentiment"].make_task(cfg, None)
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model_dir, sentiment_task, tmp_path_factory):
+    out = tmp_path_factory.mktemp("raft-full")
+    rows = raft(_cfg(tiny_model_dir), out, task=sentiment_task, progress=False)
+    return out, rows
+
+
+def _adapter(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_run_writes_every_field_and_changes_the_trained_weights(full_run, tiny_model_dir, sentiment_task, tmp_path):
+    out, rows = full_run
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    for r in rows:
+        assert FIELDS <= set(r), FIELDS - set(r)
+    assert rows[0]["reward_onpolicy"] is None  # iteration 0 is the base model: evaluation only
+    for r in rows[1:]:
+        assert r["n_selected"] >= 1 and math.isfinite(r["reward_onpolicy"]) and r["ppl"] > 1
+        assert r["reward_selected"] >= r["reward_onpolicy"]  # best of K >= sample 0
+        sel = [json.loads(line) for line in (out / f"selected_{r['iteration']}.jsonl").read_text().splitlines()]
+        assert len(sel) == r["n_selected"] and {"prompt", "response", "reward"} <= set(sel[0])
+    assert (out / "metrics.html").exists() and (out / "final" / "metrics.jsonl").exists()
+    # the final adapter differs from a fresh adapter (LoRA B starts at zero) in every trained tensor
+    trained = _adapter(out / "final")
+    lora_b = [k for k in trained if "lora_B" in k]
+    assert lora_b and all(trained[k].abs().sum() > 0 for k in lora_b)
+    # and the final policy loads back the way `labcore generate --adapter OUT/final` loads it
+    from labcore.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir), adapter=str(out / "final"), device="cpu")
+    assert model.peft_config
+    fig = plot_metrics(out / "metrics.jsonl")
+    assert len(fig.data) >= 6
+
+
+def test_one_iteration_changes_weights_global_full_finetuning(tiny_model_dir, sentiment_task, tmp_path):
+    cfg = _cfg(tiny_model_dir, iterations=1, selection="global", alpha=0.5, use_lora=False, max_repetition=1.0)
+    assert cfg.prompts_per_iteration == 8
+    rows = raft(cfg, tmp_path, task=sentiment_task, progress=False)
+    assert rows[1]["n_selected"] == 4  # alpha * (b / alpha)
+    before = make_model("gpt2", len(make_tokenizer())).state_dict()
+    after = load_file(str(tmp_path / "final" / "model.safetensors"))
+    changed = [k for k in after if k in before and not torch.equal(before[k], after[k])]
+    assert len(changed) == len([k for k in after if k in before])  # every trained tensor moved
+
+
+def test_resume_equals_uninterrupted(full_run, tiny_model_dir, sentiment_task, tmp_path):
+    out_full, rows_full = full_run
+    raft(_cfg(tiny_model_dir, iterations=1), tmp_path, task=sentiment_task, progress=False)
+    # a run killed after writing iteration 2's metrics but before its checkpoint: the stale row must go
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"iteration": 2, "eval_reward": 99.0}) + "\n")
+    rows = raft(_cfg(tiny_model_dir, iterations=2), tmp_path, resume=True, task=sentiment_task, progress=False)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in rows_full]
+    a, b = _adapter(out_full / "final"), _adapter(tmp_path / "final")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert (tmp_path / "selected_2.jsonl").read_text() == (out_full / "selected_2.jsonl").read_text()
+    with pytest.raises(ValueError, match="config changed"):
+        raft(_cfg(tiny_model_dir, iterations=3, lr=1e-4), tmp_path, resume=True, task=sentiment_task,
+             progress=False)
+
+
+def test_results_table_and_doc_update(full_run, tmp_path):
+    out, rows = full_run
+    table = results_table({"tiny-sentiment": out / "metrics.jsonl"})
+    assert "| tiny-sentiment | base |" in table and "RAFT (2 it.)" in table
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- raft-table:begin -->\nold\n<!-- raft-table:end -->\noutro\n")
+    parser = argparse.ArgumentParser()
+    add_raft_table_args(parser)
+    run_raft_table(parser.parse_args(["--run", f"tiny-sentiment={out / 'metrics.jsonl'}", "--update", str(doc)]))
+    text = doc.read_text()
+    assert "\nold\n" not in text and table in text and text.startswith("intro") and text.endswith("outro\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Online presets on tiny local stand-ins (same architectures: GPT-2 policy, DistilBERT / Llama classifiers)
+# ---------------------------------------------------------------------------------------------------------------
+def _save_classifier(path: Path, arch: str) -> Path:
+    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, LlamaConfig,
+                              LlamaForSequenceClassification)
+
+    tok = make_tokenizer()
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    torch.manual_seed(0)
+    if arch == "distilbert":
+        cfg = DistilBertConfig(vocab_size=len(tok), dim=16, hidden_dim=32, n_layers=1, n_heads=2, num_labels=2,
+                               max_position_embeddings=256, pad_token_id=0)
+        model = DistilBertForSequenceClassification(cfg)
+    else:
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=0,
+                          max_position_embeddings=256)
+        model = LlamaForSequenceClassification(cfg)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _run_cli(argv: list[str]):
+    parser = argparse.ArgumentParser()
+    add_raft_args(parser)
+    return run_raft(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("preset", ["gpt2-imdb", "gpt2-hh"])
+def test_online_preset_runs_one_iteration_on_local_stand_ins(preset, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCORE_FAST", "1")
+    if preset == "gpt2-imdb":
+        reward = _save_classifier(tmp_path / "distilbert-imdb", "distilbert")
+        rows = [{"text": f"This film number {i} was a {'delight' if i % 2 else 'bore'} from start to finish, truly.",
+                 "label": i % 2} for i in range(16)]
+    else:
+        reward = _save_classifier(tmp_path / "hh-rm", "llama")
+        rows = [{"chosen": f"\n\nHuman: How do I water plant {i}?\n\nAssistant: Water it deeply twice a week.",
+                 "rejected": f"\n\nHuman: How do I water plant {i}?\n\nAssistant: Figure it out."} for i in range(16)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    metrics = _run_cli(["--preset", preset, "--model", str(tiny_model_dir), "--reward", str(reward), "--data",
+                        str(data), "--iterations", "1", "--out", str(out), "--device", "cpu"])
+    assert [r["iteration"] for r in metrics] == [0, 1]
+    assert FIELDS <= set(metrics[1]) and metrics[1]["n_selected"] >= 1
+    assert (out / "final" / "model.safetensors").exists()  # the GPT-2 recipes fine-tune the full model
+    cfg = json.loads((out / "raft_config.json").read_text())
+    assert cfg["selection"] == ("global" if preset == "gpt2-imdb" else "local")
