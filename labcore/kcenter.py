@@ -22,22 +22,29 @@ reports ``min_distances_`` / ``radius_history_`` as cosine distances 1 - cos = |
 
 What KCenterGreedy does instead (same choices, same float64 values, bit for bit)
 ------------------------------------------------------------------------------
-1. Lazy upper bounds (no triangle inequality needed). m_i only ever decreases, so a value m_i that is exact for
-   the first s_i centres is an upper bound of the current one. Each step refreshes (brings up to date) only the
-   points whose stale bound is >= L, the largest *exact* value among refreshed points; every other point has a
-   true value < L and cannot be the argmax (nor tie it). On random high-dimensional data a step refreshes tens of
-   points instead of N; on clustered data points of well-covered clusters are never read again. This subsumes
-   the classic triangle-inequality skip (d(new, assigned(x)) >= 2 m(x)), which must still visit all N points.
-2. Batched fp32 screening with a rigorous error bound. A refresh computes q = ||x||^2 + ||c||^2 - 2 x.c for a
-   block of points against all centres they have not seen, as one float32 matmul (compute-bound, not
-   bandwidth-bound like one pass per centre). ``_Bound`` turns q into an interval [L, H] that provably holds the
+1. Lazy upper bounds. m_i only ever decreases, so a value m_i that is exact for the first s_i centres is an
+   upper bound of the current one. Each step refreshes (brings up to date) only the points whose stale bound is
+   >= L, the largest *exact* value among a few refreshed points; every other point has a true value < L and can
+   neither be the argmax nor tie it. Most steps touch tens of points instead of N; the other points are brought
+   up to date in large batches (when L falls below their bound, and once at the end for ``min_distances_``).
+2. Triangle-inequality pruning, per group. A large refresh groups points by their assigned (nearest) centre a and
+   skips, for the whole group, every new centre c with d(a, c) >= 2 max_group m: then
+   d(x, c) >= d(a, c) - d(x, a) >= m_x, so c cannot lower m_x (rounding margins included, see ``_group_centres``).
+   On clustered embeddings this removes most (point, centre) pairs; on random directions it removes none.
+3. Batched fp32 screening with a rigorous error bound. A refresh computes q = ||x||^2 + ||c||^2 - 2 x.c for a
+   block of points against the centres they have not seen, as one float32 matmul (compute-bound, not
+   bandwidth-bound like a pass over X per centre). ``_Bound`` turns q into an interval [L, H] that provably holds the
    float64 value d(x, c) of the reference (input rounding, dot-product error gamma_d, and the float64 reference's
-   own rounding included; TF32/bf16 matmul precision is accounted for). Only pairs whose lower bound reaches
-   the row's best upper bound are recomputed in float64 with the reference's own code, so every stored m_i is
-   exactly the reference's value and argmax ties (including near-ties fp32 cannot separate) go to the lowest index.
-3. Streaming. X is never copied whole: rows are gathered ``chunk_size`` at a time and moved to the device, so X may
-   exceed device memory (it may live in host RAM, or be a tensor on any device). Extra memory is O(N) (m, s and
-   cosine norms) + O(budget * d) for the centres + one (chunk_size x 1024) screening block.
+   own rounding included; TF32/bf16 matmul precision is accounted for). Pairs whose lower bound reaches the
+   row's best upper bound are recomputed in float64 with the reference's own code (``_distances64``), so every
+   decision is taken on the reference's exact values and argmax ties (including near-ties fp32 cannot separate)
+   go to the lowest index. When a single new centre is provably closer than everything else, its float64 value is
+   computed later, only if needed (the point becomes the argmax, or at the end): one float64 distance per point.
+4. Streaming. X is never copied whole: rows are gathered ``chunk_size`` at a time and moved to the device, so X may
+   exceed device memory (it may live in host RAM, or be a tensor on any device). Extra memory is O(N) (a few
+   (N,) vectors) + O(budget * d) for the centres + one (chunk_size x 1024) screening block.
+Nothing here changes with the device: GPU matmuls may round differently from run to run, which only moves
+the screen inside its proven bounds; the float64 verification runs on the host with numpy.
 
 Better than the classic copies (see shared/PAPERS.md): ``random_state`` is really used for the random start;
 no bare ``except``; no (budget x N) or (N x N) matrix; chosen points get min distance 0 and are never picked twice;
@@ -187,10 +194,11 @@ class _Bound:
     x, c are the exact float64 vectors, x' = fl32(x), c' = fl32(c), u = 2^-24, u_in the matmul operand roundoff,
     gamma_d = d u / (1 - d u) (Higham, Accuracy and Stability, Eq. 3.4: any summation order, FMA or not).
       (a) | ||x' - c'|| - ||x - c|| | <= u (||x|| + ||c||) <= delta = u/(1-u) (||x'|| + ||c'||)
-      (b) | q - ||x' - c'||^2 | <= E = kappa (||x'||^2 + ||c'||^2),
-          kappa = (2 gamma_d (1+u_in)^2 + 2 (2 u_in + u_in^2) + 3 u) / (1 - gamma_d)^2
-          (norms: gamma_d; dot: input rounding 2u_in and gamma_d; the two fp32 additions: 3u; norms from their
-          computed values: the 1/(1-gamma_d) factors)
+      (b) | q - ||x' - c'||^2 | <= E = kappa (||x'||^2 + ||c'||^2) =: kappa P,
+          kappa = (3 gamma_{d+1} (1+u_in)^2 + 2 (2 u_in + u_in^2) + 3 u) / (1 - gamma_d)^2
+          (norms: gamma_d P; the matmul, whether it adds ||x||^2 + ||c||^2 at the end or accumulates onto it
+          (BLAS beta = 1): <= 2 gamma_{d+1} P; operand rounding 2u_in; the fp32 additions: 3u; P from the computed
+          norms: the 1/(1-gamma_d) factors)
       (c) | d64 - ||x - c|| | <= rho ||x - c||, rho = (d + 12) u64 (subtract, square, d-term sum, sqrt, and the
           float64 arithmetic of this class).
     Hence  L = (sqrt(max(q - E, 0)) - delta)(1 - rho) <= d64(x, c) <= H = (sqrt(q + E) + delta)(1 + rho).
@@ -200,9 +208,10 @@ class _Bound:
 
     def __init__(self, d: int, u_in: float):
         gamma = d * _U32 / (1.0 - d * _U32)
-        if gamma >= 0.1:
+        gamma1 = (d + 1) * _U32 / (1.0 - (d + 1) * _U32)
+        if gamma1 >= 0.1:
             raise ValueError(f"d={d} features is too many for the float32 screen")
-        self.kappa = (2 * gamma * (1 + u_in) ** 2 + 2 * (2 * u_in + u_in ** 2) + 3 * _U32) / (1 - gamma) ** 2
+        self.kappa = (3 * gamma1 * (1 + u_in) ** 2 + 2 * (2 * u_in + u_in ** 2) + 3 * _U32) / (1 - gamma) ** 2
         self.norm_scale = 1.0 / (1.0 - gamma)  # ||x'||^2 <= fl(sum x'^2) / (1 - gamma)
         self.rho = (d + 12) * _U64
 
