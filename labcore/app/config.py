@@ -1,0 +1,59 @@
+"""The app's configuration: one dataclass, filled from the command line (``python app.py --help``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labcore.utils import DATA_DIR
+
+
+@dataclass
+class AppConfig:
+    """Everything the app needs to know at start-up."""
+
+    model: str = "tiny"
+    """Base model: a preset of ``labcore.models.PRESETS`` ("tiny" = data/models/tiny-base) or a local HF folder."""
+    adapters: list[str] = field(default_factory=list)
+    """Extra LoRA adapter folders, on top of the ones found in ``models_dir``."""
+    models_dir: str = str(DATA_DIR / "models")
+    """Folder searched for raft-sentiment, raft-helpful, rrhf-sentiment, rrhf-helpful and the reward model tiny-rm."""
+    data: str = str(DATA_DIR / "instructions.jsonl.gz")
+    """Instruction set of the data-selection tab (JSONL, optionally gzipped)."""
+    device: str = "auto"
+    """Device of the language model ("auto": cuda > mps > cpu)."""
+    seed: int = 0
+    """Seed of the before/after galleries (same seed, same model: same gallery, served from the disk cache)."""
+    n_gallery: int = 8
+    """Held-out prompts per gallery (dialogue test requests, review openings)."""
+    gallery_max_new_tokens: int = 48
+    """Tokens generated per gallery response."""
+    gallery_temperature: float = 0.7
+    """Sampling temperature of the galleries (RAFT's recipe samples at 0.7)."""
+    max_input_chars: int = 2000
+    """Chat messages longer than this are cut (the prompt is then also cut from the left to fit the context)."""
+    embed_model: str = "minilm"
+    """Sentence encoder of the data-selection tab ("minilm" is all-MiniLM-L6-v2, offline)."""
+    split: str | None = "train"
+    """Split of the instruction set that is clustered and selected from (as ``labcore select``); None: all."""
+    threads: int | None = None
+    """torch intra-op threads for the model (None: torch's default). 1 is fastest for the tiny model on a busy CPU."""
+    concurrency: int = 4
+    """Model-calling events (chat, galleries) running at once; their decoding steps interleave under one lock."""
+    preload: bool = True
+    """Load the model in a background thread right after launch, so the first chat message answers at once."""
+
+    def __post_init__(self) -> None:
+        if self.n_gallery < 1:
+            raise ValueError(f"n_gallery must be >= 1, got {self.n_gallery}")
+        if self.gallery_max_new_tokens < 1:
+            raise ValueError(f"gallery_max_new_tokens must be >= 1, got {self.gallery_max_new_tokens}")
+        if self.gallery_temperature < 0:
+            raise ValueError(f"gallery_temperature must be >= 0, got {self.gallery_temperature}")
+        if self.max_input_chars < 1:
+            raise ValueError(f"max_input_chars must be >= 1, got {self.max_input_chars}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        self.adapters = [str(a) for a in self.adapters]
+        self.models_dir = str(Path(self.models_dir).expanduser())

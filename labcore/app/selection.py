@@ -1,0 +1,214 @@
+"""The "Data selection" tab: core-set selection of instruction data, shown on a map.
+
+Chen et al. 2023, "Maybe Only 0.5% Data is Needed: A Preliminary Exploration of Low Training Data Instruction
+Tuning", arXiv 2305.09246. The method is ``labcore.coreset.select_coreset`` (steps 2-5: K-means over all tasks,
+distribution centre, task centre, KCenterGreedy); the pictures are ``labcore.viz``. This module only caches:
+
+- per dataset: its records, their embeddings (``labcore.embed.embed_texts``, also cached on disk: embedding the
+  ~35k training examples with MiniLM takes minutes on a CPU the first time) and the 2-D UMAP layout
+  (``labcore.viz.umap_2d``, cached on disk);
+- per (dataset, K): the K-means fit (``labcore.coreset.fit_kmeans``).
+
+So moving the budget slider re-runs only the per-task steps 3-5 and the baselines, on cached embeddings. As
+``labcore select``, only the ``train`` split is clustered and selected from (evaluation examples never enter a
+core-set); a file without a ``train`` split is used whole.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BUDGET_UNITS = ("% of task", "count")
+"""How the budget slider is read: a percentage of the task's examples (0.5 = the paper's 0.5%), or a count."""
+
+
+@dataclass
+class LoadedSet:
+    """One instruction set, embedded and laid out in 2-D."""
+
+    path: str
+    """The file it was read from."""
+    records: list[dict[str, Any]]
+    """The records of the split in use."""
+    embeddings: np.ndarray
+    """(N, d) L2-normalised embeddings of the examples' instructions."""
+    xy: np.ndarray
+    """(N, 2) UMAP layout (for the eye only)."""
+    note: str = ""
+    """How the split was chosen, for the status line."""
+
+    @property
+    def tasks(self) -> np.ndarray:
+        """(N,) task of every example."""
+        return np.asarray([r["task"] for r in self.records])
+
+    def task_counts(self) -> dict[str, int]:
+        """{task: number of examples}, tasks sorted by name."""
+        names, counts = np.unique(self.tasks, return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts)}
+
+
+def budget_count(unit: str, value: float, n_task: int) -> int:
+    """The number of examples a slider setting asks for.
+
+    Args:
+        unit: one of ``BUDGET_UNITS``.
+        value: slider value: a percentage (e.g. 0.5) or a count.
+        n_task: examples of the target task.
+    Returns:
+        max(1, round(value / 100 * n_task)) for a percentage, else round(value); clipped to [1, n_task].
+    """
+    if unit not in BUDGET_UNITS:
+        raise ValueError(f"budget unit must be one of {BUDGET_UNITS}, got {unit!r}")
+    if value is None or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"the budget must be positive, got {value!r}")
+    k = round(float(value) / 100.0 * n_task) if unit == BUDGET_UNITS[0] else round(float(value))
+    return int(min(max(k, 1), n_task))
+
+
+class SelectionHandlers:
+    """Handlers of the data-selection tab, with the in-memory caches.
+
+    Args:
+        embed_model: sentence encoder for ``labcore.embed.embed_texts`` ("minilm" works offline).
+        split: split to select from (None: all records).
+        random_state: seed of K-means, UMAP and the random baselines.
+    """
+
+    def __init__(self, embed_model: str = "minilm", split: str | None = "train", random_state: int = 0):
+        self.embed_model, self.split, self.random_state = embed_model, split, random_state
+        self._sets: dict[str, LoadedSet] = {}
+        self._kmeans: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()  # one load / fit at a time (both are CPU-heavy)
+        self.last_timings: dict[str, float] = {}
+        """Seconds spent in the steps of the last ``select`` call (``select``, ``plots``, ``kmeans``)."""
+
+    # -- caches ------------------------------------------------------------------------------------------------------
+    def dataset(self, path: str, progress: Any = None) -> LoadedSet:
+        """Read, embed (disk cache) and lay out (disk cache) an instruction set; kept in memory afterwards."""
+        key = str(Path(path).expanduser().resolve())
+        if key in self._sets:
+            return self._sets[key]
+        with self._lock:
+            if key in self._sets:
+                return self._sets[key]
+            from labcore.coreset import example_text, load_instruction_set
+            from labcore.embed import embed_texts
+            from labcore.viz import umap_2d
+
+            _say(progress, 0.0, f"reading {path}")
+            records = load_instruction_set(key)
+            note = ""
+            if self.split is not None:
+                part = [r for r in records if r.get("split") == self.split]
+                if part:
+                    note = f"split {self.split!r} only ({len(part)} of {len(records)} records)"
+                    records = part
+                else:
+                    note = f"no {self.split!r} split in the file: all {len(records)} records used"
+            _say(progress, 0.05, f"embedding {len(records)} examples with {self.embed_model} "
+                                 "(minutes on a CPU the first time; cached on disk afterwards)")
+            emb = embed_texts([example_text(r) for r in records], model=self.embed_model, progress=True)
+            _say(progress, 0.8, f"UMAP 2-D map of {len(records)} points (slow the first time; cached on disk)")
+            xy = umap_2d(emb, random_state=self.random_state)
+            self._sets[key] = LoadedSet(path=key, records=records, embeddings=emb, xy=xy, note=note)
+            _say(progress, 1.0, "ready")
+        return self._sets[key]
+
+    def kmeans(self, data: LoadedSet, n_clusters: int):
+        """The K-means fit of a dataset for K = ``n_clusters`` (fitted once per (dataset, K))."""
+        from labcore.coreset import fit_kmeans
+
+        key = (data.path, int(n_clusters))
+        if key not in self._kmeans:
+            with self._lock:
+                if key not in self._kmeans:
+                    self._kmeans[key] = fit_kmeans(data.embeddings, n_clusters=int(n_clusters),
+                                                   random_state=self.random_state)
+        return self._kmeans[key]
+
+    # -- handlers ----------------------------------------------------------------------------------------------------
+    def load(self, path: str, progress: Any = None) -> tuple[list[str], str | None, str]:
+        """Load a dataset (the *Load* button).
+
+        Returns:
+            (task names, the default task: the largest, status markdown).
+        """
+        t0 = time.perf_counter()
+        data = self.dataset(path, progress)
+        counts = data.task_counts()
+        default = max(counts, key=lambda t: (counts[t], t)) if counts else None
+        status = (f"**{Path(data.path).name}**: {len(data.records)} examples, {len(counts)} tasks "
+                  f"({', '.join(f'{t}: {c}' for t, c in counts.items())}); {data.note}; "
+                  f"embeddings {data.embeddings.shape[1]}-d; ready in {time.perf_counter() - t0:.1f} s.")
+        return list(counts), default, status
+
+    def select(self, path: str, task: str, n_clusters: int = 32, unit: str = BUDGET_UNITS[0],
+               value: float = 0.5, progress: Any = None):
+        """Select a core-set of ``task`` and draw it.
+
+        Args:
+            path: instruction set file.
+            task: target task.
+            n_clusters: K of K-means.
+            unit: one of ``BUDGET_UNITS``.
+            value: the budget slider.
+            progress: a ``gr.Progress`` (or None).
+        Returns:
+            (UMAP map figure, radius-vs-budget figure, table of the selected examples in pick order, summary
+            markdown). The steps' times are in ``last_timings``.
+        """
+        import pandas as pd
+
+        from labcore.coreset import select_coreset
+        from labcore.viz import plot_clusters, plot_radius_curve
+
+        data = self.dataset(path, progress)
+        counts = data.task_counts()
+        if task not in counts:
+            raise ValueError(f"task {task!r} not in {Path(data.path).name}; tasks: {', '.join(counts)}")
+        k = budget_count(unit, value, counts[task])
+        t0 = time.perf_counter()
+        fit = self.kmeans(data, n_clusters)
+        t1 = time.perf_counter()
+        res = select_coreset(data.embeddings, data.tasks, task, k, kmeans=fit, random_state=self.random_state)
+        t2 = time.perf_counter()
+        texts = [r["instruction"] for r in data.records]
+        sources = [r["source"] for r in data.records]
+        fig_map = plot_clusters(data.xy, res.labels, texts, res, tasks=data.tasks, sources=sources,
+                                embeddings=data.embeddings)
+        fig_radius = plot_radius_curve(res)
+        t3 = time.perf_counter()
+        self.last_timings = {"kmeans": t1 - t0, "select": t2 - t1, "plots": t3 - t2}
+        table = pd.DataFrame([{
+            "rank": rank, "id": data.records[int(i)]["id"], "source": data.records[int(i)]["source"],
+            "cluster": int(res.labels[int(i)]), "instruction": _short(data.records[int(i)]["instruction"]),
+            "output": _short(data.records[int(i)]["output"], 80),
+        } for rank, i in enumerate(res.selected_indices)])
+        n_task = len(res.task_indices)
+        summary = (
+            f"**{task}**: {res.budget} of {n_task} examples ({100 * res.budget / n_task:.2f}%), "
+            f"{len(data.records)} examples in {len(res.centroids)} clusters. Distribution centre: cluster "
+            f"{res.distribution_cluster} ({int(res.cluster_counts[res.distribution_cluster])} of the task's examples). "
+            f"Covering radius at k = {res.budget}: core-set **{res.radius_curve[-1]:.3f}**, random "
+            f"{res.random_radius_curve[-1]:.3f}, cluster-stratified {res.stratified_radius_curve[-1]:.3f}.  \n"
+            f"Selection {self.last_timings['select']:.2f} s, plots {self.last_timings['plots']:.2f} s"
+            + (f", K-means {self.last_timings['kmeans']:.1f} s (now cached for K = {len(res.centroids)})"
+               if self.last_timings["kmeans"] > 0.05 else " (K-means from the cache)") + "."
+        )
+        return fig_map, fig_radius, table, summary
+
+
+def _short(text: str, n: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _say(progress: Any, fraction: float, desc: str) -> None:
+    if progress is not None:
+        progress(fraction, desc=desc)

@@ -1,0 +1,308 @@
+"""The Gradio layout of the app, its queue and its command line (``python app.py --help``).
+
+Nothing here computes anything: each event calls a handler of ``selection.py``, ``compare.py`` or ``chat.py``.
+
+Serving several users at once: the queue runs at most ``--concurrency`` (default 4) model-calling events at a time
+(they share the concurrency group "model"; inside it every forward pass takes the model lock, so concurrent chat
+streams interleave token by token) and one data-selection event at a time (group "select": CPU-heavy numpy);
+the queue holds at most 64 waiting events. Stopping: the *Stop* button cancels the running chat event (Gradio
+closes its generator, which sets the stream's stop event) and sets the session's stop events directly; closing
+or reloading the page does the same (``Blocks.unload``). Every event has an explicit ``api_name``, so the app is
+also an API (``gradio_client.Client(url).predict(..., api_name="/chat")``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from types import SimpleNamespace
+from typing import Sequence
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline classrooms: no telemetry calls
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import gradio as gr  # noqa: E402 - after the environment above
+
+from labcore.app.chat import ChatHandlers  # noqa: E402
+from labcore.app.compare import PROMPT_SETS, CompareHandlers  # noqa: E402
+from labcore.app.config import AppConfig  # noqa: E402
+from labcore.app.models import ModelHub, discover_adapters  # noqa: E402
+from labcore.app.selection import BUDGET_UNITS, SelectionHandlers  # noqa: E402
+
+INTRO = """# labcore — efficient alignment, hands on
+Core-set selection of instruction data (Chen et al. 2023, arXiv 2305.09246), and a tiny model aligned with
+RAFT (arXiv 2304.06767) and RRHF (arXiv 2304.05302), side by side."""
+
+SELECTION_HELP = """Pick an instruction set and a target task, then **Load** (embeds every training example with
+all-MiniLM-L6-v2: several minutes on a CPU the first time for the ~35k examples of the tiny world, then cached on
+disk, as is the UMAP map) and **Select**. Moving the budget slider re-runs only the per-task steps on the cached
+embeddings and K-means fit. The map is for the eye; every distance of the method is in the 384-d embedding space."""
+
+COMPARE_HELP = """Held-out prompts answered by the base model and by each RAFT / RRHF adapter found in
+`data/models/`. Rewards: `gold` (the tiny world's rubric) and the learned reward model `rm` for dialogues,
+`sentiment` (VADER) for review continuations. Galleries are cached on disk: the first opening generates them."""
+
+CHAT_HELP = """One message, two answers, streamed from ONE base model: left with the adapter disabled, right with
+the chosen aligned adapter. Each pane keeps its own dialogue."""
+
+MODEL_GROUP = "model"
+SELECT_GROUP = "select"
+
+
+def _user_error(fn):
+    """Turn the handlers' ValueError / FileNotFoundError / KeyError into a message in the browser."""
+    import functools
+    import inspect
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+                raise gr.Error(str(err)) from err
+        return gen
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+            raise gr.Error(str(err)) from err
+    return plain
+
+
+def build_demo(config: AppConfig) -> gr.Blocks:
+    """Build the app (nothing heavy is loaded: the model loads on first use or via ``hub.start_background_load``).
+
+    Args:
+        config: the app's configuration.
+    Returns:
+        The Blocks, queued, with ``demo.labcore`` = SimpleNamespace(config, hub, selection, compare, chat, missing).
+    """
+    adapters, missing = discover_adapters(config.models_dir, config.adapters)
+    hub = ModelHub(config.model, adapters, device=config.device, threads=config.threads)
+    selection = SelectionHandlers(config.embed_model, config.split, random_state=config.seed)
+    compare = CompareHandlers(hub, config.models_dir, missing, seed=config.seed, n_prompts=config.n_gallery,
+                              max_new_tokens=config.gallery_max_new_tokens, temperature=config.gallery_temperature)
+    chat = ChatHandlers(hub, max_input_chars=config.max_input_chars)
+    model_kw = dict(concurrency_id=MODEL_GROUP, concurrency_limit=config.concurrency)
+    select_kw = dict(concurrency_id=SELECT_GROUP, concurrency_limit=1)
+
+    # -- wrappers: Gradio-specific arguments (gr.Request, gr.Progress) and return types ------------------------------
+    @_user_error
+    def load_dataset(path: str, progress=gr.Progress(track_tqdm=True)):
+        tasks, default, status = selection.load(path, progress)
+        return gr.update(choices=tasks, value=default), status
+
+    @_user_error
+    def select_coreset(path: str, task: str | None, n_clusters: float, unit: str, value: float,
+                       progress=gr.Progress(track_tqdm=True)):
+        if not task:
+            raise ValueError("choose a target task first (press Load to list the tasks)")
+        return selection.select(path, task, int(n_clusters), unit, float(value), progress)
+
+    def budget_unit(unit: str):
+        if unit == BUDGET_UNITS[0]:
+            return gr.update(minimum=0.1, maximum=20.0, step=0.1, value=0.5, label="budget (% of the task)")
+        return gr.update(minimum=1, maximum=500, step=1, value=20, label="budget (examples)")
+
+    @_user_error
+    def gallery(kind: str, progress=gr.Progress()):
+        return compare.gallery(kind, progress)
+
+    @_user_error
+    def custom_prompt(prompt: str, kind: str):
+        return compare.custom(prompt, kind)
+
+    @_user_error
+    def chat_send(message: str, history_base: list, history_aligned: list, adapter: str, temperature: float,
+                  top_p: float, max_new_tokens: float, request: gr.Request):
+        yield from chat.send(message, history_base, history_aligned, adapter, temperature, top_p,
+                             int(max_new_tokens), request)
+
+    @_user_error
+    def chat_regenerate(history_base: list, history_aligned: list, adapter: str, temperature: float, top_p: float,
+                        max_new_tokens: float, request: gr.Request):
+        yield from chat.regenerate(history_base, history_aligned, adapter, temperature, top_p, int(max_new_tokens),
+                                   request)
+
+    def chat_stop(request: gr.Request):
+        return chat.stop(request)
+
+    def chat_leave(request: gr.Request):
+        chat.on_leave(request)
+
+    def app_status():
+        return hub.status_markdown(missing)
+
+    # -- layout --------------------------------------------------------------------------------------------------------
+    with gr.Blocks(title="labcore", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        status = gr.Markdown(hub.status_markdown(missing), elem_id="labcore-status")
+
+        with gr.Tabs():
+            with gr.Tab("Data selection", id="selection"):
+                gr.Markdown(SELECTION_HELP)
+                with gr.Row():
+                    data = gr.Dropdown([config.data], value=config.data, allow_custom_value=True, scale=4,
+                                       label="instruction set (the tiny world's, or a JSONL path)")
+                    load_btn = gr.Button("Load", scale=1)
+                with gr.Row():
+                    task = gr.Dropdown([], label="target task", allow_custom_value=False, scale=2)
+                    n_clusters = gr.Slider(2, 96, value=32, step=1, label="K-means k", scale=2)
+                    unit = gr.Radio(list(BUDGET_UNITS), value=BUDGET_UNITS[0], label="budget unit", scale=1)
+                    budget = gr.Slider(0.1, 20.0, value=0.5, step=0.1, label="budget (% of the task)", scale=2)
+                    select_btn = gr.Button("Select", variant="primary", scale=1)
+                sel_status = gr.Markdown("Press **Load** to embed the instruction set.")
+                map_plot = gr.Plot(label="K-means clusters (UMAP 2-D) and the core-set")
+                radius_plot = gr.Plot(label="covering radius vs budget")
+                sel_table = gr.Dataframe(label="selected examples, in pick order", wrap=True, max_height=420)
+
+            with gr.Tab("Before / after", id="compare") as compare_tab:
+                gr.Markdown(COMPARE_HELP)
+                with gr.Row():
+                    kind = gr.Radio(list(PROMPT_SETS), value=PROMPT_SETS[0], label="held-out prompts")
+                    gallery_btn = gr.Button("Show gallery", variant="primary")
+                cmp_status = gr.Markdown()
+                gallery_df = gr.Dataframe(label="side by side (rewards in brackets)", wrap=True, max_height=600)
+                aggregate_df = gr.Dataframe(label="mean rewards per model")
+                with gr.Row():
+                    custom_text = gr.Textbox(label="your prompt (a request, or a review opening)", scale=4)
+                    custom_kind = gr.Radio(list(PROMPT_SETS), value=PROMPT_SETS[0], label="format", scale=1)
+                    custom_btn = gr.Button("Generate", scale=1)
+                custom_status = gr.Markdown()
+                custom_df = gr.Dataframe(label="answers to your prompt", wrap=True)
+
+            with gr.Tab("Chat", id="chat"):
+                gr.Markdown(CHAT_HELP)
+                with gr.Row():
+                    adapter = gr.Dropdown(chat.adapter_choices(), value=chat.default_adapter(), scale=2,
+                                          label="aligned policy (right pane)")
+                    temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
+                    max_new = gr.Slider(1, 256, value=64, step=1, label="max new tokens")
+                with gr.Row():
+                    bot_base = gr.Chatbot(label="unaligned: base model (adapter disabled)", height=420,
+                                          elem_id="chat-base")
+                    bot_aligned = gr.Chatbot(label="aligned: base model + adapter", height=420,
+                                             elem_id="chat-aligned")
+                msg = gr.Textbox(label="message (sent to both panes; Enter sends)", placeholder="How do I ...?",
+                                 elem_id="chat-input")
+                with gr.Row():
+                    send_btn = gr.Button("Send", variant="primary", elem_id="chat-send")
+                    stop_btn = gr.Button("Stop", variant="stop")
+                    regen_btn = gr.Button("Regenerate")
+                    clear_btn = gr.Button("Clear")
+                chat_notice = gr.Markdown(elem_id="chat-notice")
+
+        # -- events ------------------------------------------------------------------------------------------------------
+        demo.load(app_status, None, status, api_name="status", queue=False)
+        load_btn.click(load_dataset, [data], [task, sel_status], api_name="load_dataset", **select_kw)
+        sel_inputs = [data, task, n_clusters, unit, budget]
+        sel_outputs = [map_plot, radius_plot, sel_table, sel_status]
+        select_btn.click(select_coreset, sel_inputs, sel_outputs, api_name="select_coreset", **select_kw)
+        budget.release(select_coreset, sel_inputs, sel_outputs, api_name="select_on_budget", **select_kw)
+        unit.change(budget_unit, [unit], [budget], api_name="budget_unit", queue=False)
+
+        gallery_outputs = [gallery_df, aggregate_df, cmp_status]
+        gallery_btn.click(gallery, [kind], gallery_outputs, api_name="gallery", **model_kw)
+        compare_tab.select(gallery, [kind], gallery_outputs, api_name="gallery_on_open", **model_kw)
+        kind.change(gallery, [kind], gallery_outputs, api_name="gallery_on_switch", **model_kw)
+        custom_btn.click(custom_prompt, [custom_text, custom_kind], [custom_df, custom_status],
+                         api_name="custom_prompt", **model_kw)
+
+        chat_inputs = [msg, bot_base, bot_aligned, adapter, temperature, top_p, max_new]
+        chat_outputs = [msg, bot_base, bot_aligned, chat_notice]
+        send_evt = send_btn.click(chat_send, chat_inputs, chat_outputs, api_name="chat", **model_kw)
+        submit_evt = msg.submit(chat_send, chat_inputs, chat_outputs, api_name="chat_submit", **model_kw)
+        regen_evt = regen_btn.click(chat_regenerate, chat_inputs[1:], chat_outputs, api_name="regenerate",
+                                    **model_kw)
+        running = [send_evt, submit_evt, regen_evt]
+        stop_btn.click(chat_stop, None, [chat_notice], cancels=running, api_name="stop", queue=False)
+        clear_btn.click(chat.clear, None, chat_outputs, cancels=running, api_name="clear", queue=False)
+        demo.unload(chat_leave)
+
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    demo.labcore = SimpleNamespace(config=config, hub=hub, selection=selection, compare=compare, chat=chat,
+                                   missing=missing)
+    return demo
+
+
+def launch(config: AppConfig, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           block: bool = True, quiet: bool = False) -> gr.Blocks:
+    """Build and start the app; then load the model in the background (``config.preload``).
+
+    Args:
+        config: the app's configuration.
+        host: interface to listen on ("0.0.0.0" for every interface).
+        port: TCP port.
+        share: ask Gradio for a public share link (needs the internet; off by default).
+        block: serve until interrupted (False: return the running Blocks; ``demo.close()`` stops it).
+        quiet: no start-up banner.
+    Returns:
+        The running Blocks.
+    """
+    t0 = time.perf_counter()
+    demo = build_demo(config)
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, show_error=True,
+                quiet=quiet, footer_links=["api", "settings"])
+    if not quiet:
+        print(f"labcore app ready in {time.perf_counter() - t0:.1f} s (after imports) on http://{host}:{port}",
+              flush=True)
+    if config.preload:
+        demo.labcore.hub.start_background_load()
+    if block:
+        try:
+            demo.block_thread()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            demo.close()
+    return demo
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line: python app.py [...]  (and `labcore app` once wired into labcore/cli.py)
+# ----------------------------------------------------------------------------------------------------------------
+def add_app_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the app's options to ``parser``."""
+    d = AppConfig()
+    parser.add_argument("--model", default=d.model, help="base model: preset (tiny, gpt2, pythia-70m, ...) or folder")
+    parser.add_argument("--adapter", action="append", default=[], metavar="DIR",
+                        help="extra LoRA adapter folder (repeatable); data/models/{raft,rrhf}-* are found anyway")
+    parser.add_argument("--models-dir", default=d.models_dir,
+                        help="folder with raft-*/rrhf-* adapters and the reward model tiny-rm")
+    parser.add_argument("--data", default=d.data, help="instruction set of the data-selection tab (.jsonl[.gz])")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=7860, help="TCP port")
+    parser.add_argument("--share", action="store_true", help="public Gradio share link (needs the internet)")
+    parser.add_argument("--device", default=d.device, help="device of the model: auto, cpu, cuda, mps")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for the model (default: torch's; 1 suits the tiny model on a busy CPU)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the before/after galleries")
+    parser.add_argument("--concurrency", type=int, default=d.concurrency,
+                        help="model-calling events served at once (their steps interleave under one lock)")
+    parser.add_argument("--no-preload", action="store_true", help="load the model on first use only")
+    return parser
+
+
+def run_app(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
+    """Start the app from parsed ``add_app_args`` options."""
+    config = AppConfig(model=args.model, adapters=list(args.adapter), models_dir=args.models_dir, data=args.data,
+                       device=args.device, threads=args.threads, seed=args.seed, concurrency=args.concurrency,
+                       preload=not args.no_preload)
+    return launch(config, host=args.host, port=args.port, share=args.share, block=block)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python app.py``: parse the options and serve until interrupted."""
+    parser = add_app_args(argparse.ArgumentParser(prog="app.py", description=__doc__.splitlines()[0]))
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        run_app(args)
+    except FileNotFoundError as err:  # e.g. a bad --adapter folder
+        parser.error(str(err))

@@ -1,0 +1,365 @@
+"""Tests for the app (labcore/app): handlers as plain functions on a tiny random GPT-2 with LoRA adapters and a
+synthetic instruction set, then the launched app through gradio_client, every endpoint by its api_name.
+
+Parity checks: at temperature 0 each chat pane must equal a greedy stream of a separately loaded reference model
+(base alone, or base + that adapter), also when two users' streams with different adapters interleave on the one
+shared model. UMAP is replaced by a 2-D projection here: its numba JIT alone takes ~30 s the first time, and the
+app only displays the layout (labcore.viz's own tests cover UMAP and its cache).
+"""
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_model
+from labcore.app.chat import ChatHandlers, history_pairs, message_text
+from labcore.app.compare import CompareHandlers, domain_of
+from labcore.app.config import AppConfig
+from labcore.app.models import ModelHub, discover_adapters
+from labcore.app.selection import SelectionHandlers, budget_count
+
+TASKS = {
+    "sentiment": "Is this review positive or negative? The {a} film had {b} acting and a {c} ending.",
+    "arithmetic": "What is {n} plus {m}? Answer with a number.",
+    "tips": "Give one tip about {a} {b} for a {c} beginner.",
+}
+WORDS = "garden tomato river engine violin winter coffee bicycle planet lantern meadow harbor pepper candle".split()
+
+
+def _fake_umap(X, params):
+    """A deterministic 2-D stand-in for UMAP (first two principal axes)."""
+    Xc = X - X.mean(axis=0)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    return (Xc @ vt[:2].T).astype(np.float32)  # (N, 2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
+    """Adapters raft-helpful, rrhf-helpful, raft-sentiment (rrhf-sentiment missing), a broken adapter (another
+    architecture), a synthetic instruction set of 3 tasks x 40 examples, and a private cache folder."""
+    from labcore.models import add_lora
+
+    root = tmp_path_factory.mktemp("app")
+    models = root / "models"
+    for seed, name in enumerate(["raft-helpful", "rrhf-helpful", "raft-sentiment"], start=1):
+        peft_model = add_lora(make_model("gpt2", len(tiny_tokenizer)), r=4, dropout=0.0)
+        torch.manual_seed(seed)
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:  # LoRA starts as the identity; make each adapter change the model, differently
+                p.data.normal_(0.0, 0.5)
+        peft_model.save_pretrained(models / name)
+    broken = root / "llama-adapter"
+    add_lora(make_model("llama", len(tiny_tokenizer)), r=4).save_pretrained(broken)
+
+    rng = random.Random(0)
+    rows = []
+    for task, template in TASKS.items():
+        for i in range(40):
+            text = template.format(a=rng.choice(WORDS), b=rng.choice(WORDS), c=rng.choice(WORDS),
+                                   n=rng.randint(1, 99), m=rng.randint(1, 99))
+            rows.append({"id": f"{task}:{i}:0", "task": task, "source": f"{task}_src{i % 2}",
+                         "split": "test" if i % 5 == 0 else "train", "instruction": text, "output": "x"})
+    data = root / "instructions.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LABCORE_CACHE", str(root / "cache"))
+    mp.setattr("labcore.viz._fit_umap", _fake_umap)
+    yield SimpleNamespace(root=root, models=models, broken=broken, data=data, model_dir=tiny_model_dir)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def hub(world):
+    adapters, missing = discover_adapters(world.models, [world.broken])
+    h = ModelHub(str(world.model_dir), adapters, device="cpu")
+    h.get()
+    h.missing = missing
+    return h
+
+
+def _greedy_reference(model_dir, prompt, adapter_dir=None, max_new_tokens=12):
+    from labcore.generation import stream_generate
+    from labcore.models import load_model
+
+    model, tok = load_model(str(model_dir), adapter=None if adapter_dir is None else str(adapter_dir), device="cpu")
+    state = None
+    for state in stream_generate(model, tok, prompt, max_new_tokens=max_new_tokens, temperature=0.0):
+        pass
+    return state.text
+
+
+def _last(gen):
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models: discovery, one base with named adapters, a broken adapter reported
+# ----------------------------------------------------------------------------------------------------------------
+def test_discovery_and_loading(world, hub):
+    adapters, missing = discover_adapters(world.models)
+    assert list(adapters) == ["raft-sentiment", "raft-helpful", "rrhf-helpful"]
+    assert missing == ["rrhf-sentiment"]
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        discover_adapters(world.models, [world.root])
+    assert hub.adapter_names == ["raft-sentiment", "raft-helpful", "rrhf-helpful"]
+    assert list(hub.failed) == ["llama-adapter"]  # another architecture: reported, not fatal
+    status = hub.status_markdown(hub.missing)
+    assert "rrhf-sentiment" in status and "llama-adapter` failed" in status
+    assert domain_of("raft-helpful") == ("dialogues",) and domain_of("rrhf-sentiment") == ("reviews",)
+    assert domain_of("my-adapter") == ("dialogues", "reviews")
+    # One copy of the base weights: three adapters on one peft model.
+    model, _ = hub.get()
+    assert sorted(model.peft_config) == ["raft_helpful", "raft_sentiment", "rrhf_helpful"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chat
+# ----------------------------------------------------------------------------------------------------------------
+def test_chat_panes_match_reference_models(world, hub):
+    chat = ChatHandlers(hub)
+    outs = list(chat.send("How do I water a tomato plant?", [], [], "rrhf-helpful", temperature=0.0,
+                          max_new_tokens=12))
+    assert len(outs) >= 2  # streamed: an empty answer first, then token by token
+    box, hb, ha, notice = outs[-1]
+    assert box == "" and [m["role"] for m in hb] == ["user", "assistant"] == [m["role"] for m in ha]
+    prompt = "\n\nHuman: How do I water a tomato plant?\n\nAssistant:"
+    assert hb[-1]["content"] == _greedy_reference(world.model_dir, prompt)
+    assert ha[-1]["content"] == _greedy_reference(world.model_dir, prompt, world.models / "rrhf-helpful")
+    assert hb[-1]["content"] != ha[-1]["content"]
+    assert chat.running() == 0
+
+
+def test_two_users_interleave_on_one_model(world, hub):
+    """Two sessions with different adapters stream at once; each pane equals its own reference model."""
+    chat = ChatHandlers(hub)
+    results = {}
+
+    def user(name, adapter):
+        req = SimpleNamespace(session_hash=name)
+        results[name] = _last(chat.send("What is a good warm-up?", [], [], adapter, temperature=0.0,
+                                        max_new_tokens=12, request=req))
+
+    threads = [threading.Thread(target=user, args=(n, a)) for n, a in (("u1", "raft-helpful"), ("u2", "rrhf-helpful"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    prompt = "\n\nHuman: What is a good warm-up?\n\nAssistant:"
+    base = _greedy_reference(world.model_dir, prompt)
+    for name, adapter in (("u1", "raft-helpful"), ("u2", "rrhf-helpful")):
+        _, hb, ha, _ = results[name]
+        assert hb[-1]["content"] == base
+        assert ha[-1]["content"] == _greedy_reference(world.model_dir, prompt, world.models / adapter)
+
+
+def test_chat_multi_turn_regenerate_clear(hub):
+    chat = ChatHandlers(hub)
+    _, hb, ha, _ = _last(chat.send("hello", [], [], "raft-helpful", max_new_tokens=4))
+    _, hb, ha, _ = _last(chat.send("and then?", hb, ha, "raft-helpful", max_new_tokens=4))
+    assert [m["content"] for m in hb if m["role"] == "user"] == ["hello", "and then?"]
+    assert history_pairs(hb)[0] == ("hello", hb[1]["content"])
+    # Gradio 6 hands Chatbot values back as content parts: accepted as well.
+    parts = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in hb]
+    assert message_text(parts[0]) == "hello"
+    _, hb2, ha2, _ = _last(chat.regenerate(parts, ha, "raft-helpful", max_new_tokens=4))
+    assert len(hb2) == len(hb) == 4 and hb2[2]["content"] == "and then?" and hb2[:2] == hb[:2]
+    assert chat.clear() == ("", [], [], "Cleared.")
+    assert _last(chat.regenerate([], [], "raft-helpful"))[3] == "Nothing to regenerate yet."
+
+
+def test_chat_empty_long_and_no_adapter(hub):
+    chat = ChatHandlers(hub, max_input_chars=50)
+    out = list(chat.send("   ", [{"role": "user", "content": "x"}], [], "raft-helpful"))
+    assert len(out) == 1 and "Empty message ignored" in out[0][3] and out[0][1] == [{"role": "user", "content": "x"}]
+    _, hb, ha, notice = _last(chat.send("word " * 100, [], [], "raft-helpful", max_new_tokens=300))
+    assert len(hb[0]["content"]) == 50 and "cut to its first 50 characters" in notice
+    assert "limited to 64 tokens" in notice  # half of the 128-token context
+    _, hb, ha, _ = _last(chat.send("hi", [], [], "(no aligned adapter found)", max_new_tokens=3))
+    assert "no aligned adapter available" in ha[-1]["content"]
+
+
+def test_chat_stop_and_close_end_the_stream(hub):
+    chat = ChatHandlers(hub)
+    req = SimpleNamespace(session_hash="s1")
+    gen = chat.send("tell me a long story", [], [], "raft-helpful", temperature=1.0, max_new_tokens=120,
+                    request=req)
+    next(gen)
+    next(gen)
+    assert chat.running(req) == 1
+    assert chat.stop(req) == "Stopped 1 running answer."
+    rest = list(gen)
+    assert rest[-1][3].endswith("Stopped.")
+    assert len(rest) <= 3 and chat.running(req) == 0  # at most the step in flight, then done
+    # A client leaving (Gradio closes the generator) stops it too.
+    gen = chat.send("again", [], [], "raft-helpful", max_new_tokens=120, request=req)
+    next(gen)
+    assert chat.running(req) == 1
+    gen.close()
+    assert chat.running(req) == 0
+    assert chat.stop(req) == "Nothing to stop."
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Before / after
+# ----------------------------------------------------------------------------------------------------------------
+def test_gallery_columns_rewards_and_disk_cache(world, hub, monkeypatch):
+    cmp = CompareHandlers(hub, world.models, hub.missing, n_prompts=3, max_new_tokens=6)
+    table, agg, status = cmp.gallery("dialogues")
+    assert list(table.columns) == ["prompt", "base", "RAFT · raft-helpful", "RRHF · rrhf-helpful"]
+    assert len(table) == 3 and all("[gold " in c for c in table["base"])
+    assert list(agg["model"]) == ["base", "RAFT · raft-helpful", "RRHF · rrhf-helpful"]
+    assert {"mean gold", "mean words", "distinct-2"} <= set(agg.columns)
+    assert "0 from the disk cache" in status and "gold rubric only" in status
+    # gold of the displayed response, recomputed by hand
+    from labcore.app.compare import heldout_prompts
+    from labcore.tinyworld.gold import gold_score
+
+    prompts, _ = heldout_prompts("dialogues", 3)
+    responses, cached = cmp.responses("raft-helpful", prompts)
+    assert cached
+    assert agg.loc[1, "mean gold"] == pytest.approx(np.mean(gold_score(prompts, responses)), abs=1e-3)
+
+    table, agg, status = cmp.gallery("reviews")
+    assert list(table.columns) == ["prompt", "base", "RAFT · raft-sentiment"]
+    assert "rrhf-sentiment" in status and "mean sentiment" in agg.columns
+    # Second opening: served from disk, no generation at all.
+    monkeypatch.setattr("labcore.generation.generate", lambda *a, **k: pytest.fail("regenerated"))
+    again = CompareHandlers(hub, world.models, hub.missing, n_prompts=3, max_new_tokens=6)
+    t0 = time.perf_counter()
+    table2, _, status2 = again.gallery("reviews")
+    assert table2.equals(table) and "2 from the disk cache" in status2
+    assert time.perf_counter() - t0 < 5
+
+
+def test_custom_prompt(world, hub):
+    cmp = CompareHandlers(hub, world.models, n_prompts=2, max_new_tokens=5)
+    df, status = cmp.custom("How do I fix a bike?", "dialogues")
+    assert list(df["model"]) == ["base", "RAFT · raft-helpful", "RRHF · rrhf-helpful"] and "gold" in df.columns
+    df, status = cmp.custom("", "reviews")
+    assert df.empty and "Empty prompt" in status
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data selection
+# ----------------------------------------------------------------------------------------------------------------
+def test_budget_count():
+    assert budget_count("% of task", 0.5, 4000) == 20  # the paper's 0.5%
+    assert budget_count("% of task", 0.01, 100) == 1  # at least one
+    assert budget_count("count", 7, 100) == 7 and budget_count("count", 500, 30) == 30
+    with pytest.raises(ValueError):
+        budget_count("count", 0, 10)
+
+
+def test_selection_load_select_and_caches(world):
+    from labcore.coreset import load_instruction_set, select_coreset
+    from labcore.embed import embed_texts
+
+    sel = SelectionHandlers()
+    tasks, default, status = sel.load(str(world.data))
+    assert tasks == ["arithmetic", "sentiment", "tips"] and default in tasks
+    assert "32 of 40" not in status and "96 of 120" in status  # the train split only
+    fig_map, fig_radius, table, summary = sel.select(str(world.data), "tips", 4, "count", 5)
+    assert len(table) == 5 and list(table["rank"]) == list(range(5))
+    assert "**tips**: 5 of 32 examples" in summary
+    # Same picks as the library on the same embeddings (the app adds nothing to the method).
+    recs = [r for r in load_instruction_set(world.data) if r["split"] == "train"]
+    emb = embed_texts([r["instruction"] for r in recs])
+    ref = select_coreset(emb, [r["task"] for r in recs], "tips", 5, n_clusters=4, random_state=0)
+    assert list(table["id"]) == [recs[i]["id"] for i in ref.selected_indices]
+    np.testing.assert_allclose(fig_radius.data[0].y, ref.radius_curve)
+    assert fig_map.data[4].name == "core-set (5)"
+    # A new budget reuses the K-means fit: only the per-task steps run again.
+    sel.select(str(world.data), "tips", 4, "% of task", 50)
+    assert len(sel._kmeans) == 1 and sel.last_timings["kmeans"] < 0.01
+    with pytest.raises(ValueError, match="not in"):
+        sel.select(str(world.data), "poetry", 4, "count", 5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The launched app, through gradio_client: every endpoint by its api_name
+# ----------------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="concurrency"):
+        AppConfig(concurrency=0)
+
+
+def test_launched_app_every_endpoint(world):
+    from gradio_client import Client
+
+    from labcore.app.ui import launch
+
+    config = AppConfig(model=str(world.model_dir), models_dir=str(world.models), data=str(world.data), device="cpu",
+                       n_gallery=2, gallery_max_new_tokens=4)
+    port = _free_port()
+    demo = launch(config, port=port, block=False, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        expected = {"/status", "/load_dataset", "/select_coreset", "/select_on_budget", "/budget_unit", "/gallery",
+                    "/gallery_on_open", "/gallery_on_switch", "/custom_prompt", "/chat", "/chat_submit",
+                    "/regenerate", "/stop", "/clear"}
+        assert set(api) == expected
+
+        assert "Adapters" in client.predict(api_name="/status")
+        task_update, status = client.predict(str(world.data), api_name="/load_dataset")
+        assert "120 records" in status and task_update["value"] in TASKS
+        for name in ("/select_coreset", "/select_on_budget"):
+            fig_map, fig_radius, table, summary = client.predict(str(world.data), "tips", 4, "count", 3,
+                                                                 api_name=name)
+            assert len(table["data"]) == 3 and "3 of 32" in summary and fig_map["type"] == "plotly"
+        assert client.predict("count", api_name="/budget_unit")["maximum"] == 500
+        for name in ("/gallery", "/gallery_on_open", "/gallery_on_switch"):
+            table, agg, status = client.predict("dialogues", api_name=name)
+            assert table["headers"][:2] == ["prompt", "base"] and len(agg["data"]) == 3
+        df, status = client.predict("hello there", "reviews", api_name="/custom_prompt")
+        assert [r[0] for r in df["data"]] == ["base", "RAFT · raft-sentiment"]
+
+        args = ([], [], "raft-helpful", 0.0, 1.0, 5)
+        for name in ("/chat", "/chat_submit"):
+            box, hb, ha, notice = client.predict("hi there", *args, api_name=name)
+            assert box == "" and len(hb) == len(ha) == 2 and hb[0]["content"] in ("hi there",
+                                                                                  [{"type": "text", "text": "hi there"}])
+        box, hb2, ha2, _ = client.predict(hb, ha, "raft-helpful", 0.0, 1.0, 5, api_name="/regenerate")
+        assert len(hb2) == 2
+        assert client.predict(api_name="/stop") == "Nothing to stop."
+        assert client.predict(api_name="/clear") == ("", [], [], "Cleared.")
+
+        # Stop cancels a running stream: the job ends well before its 200 tokens.
+        job = client.submit("a long answer please", [], [], "raft-helpful", 1.0, 1.0, 200, api_name="/chat")
+        deadline = time.time() + 30
+        while not job.outputs() and time.time() < deadline:
+            time.sleep(0.05)
+        job.cancel()
+        deadline = time.time() + 30
+        while demo.labcore.chat._events and time.time() < deadline:
+            time.sleep(0.05)
+        assert not demo.labcore.chat._events  # the stream's stop event was set and released
+    finally:
+        demo.close()
