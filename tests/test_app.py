@@ -351,15 +351,36 @@ def test_launched_app_every_endpoint(world):
         assert client.predict(api_name="/stop") == "Nothing to stop."
         assert client.predict(api_name="/clear") == ("", [], [], "Cleared.")
 
-        # Stop cancels a running stream: the job ends well before its 200 tokens.
-        job = client.submit("a long answer please", [], [], "raft-helpful", 1.0, 1.0, 200, api_name="/chat")
-        deadline = time.time() + 30
-        while not job.outputs() and time.time() < deadline:
-            time.sleep(0.05)
-        job.cancel()
+        # Stop while a stream runs: hold the model lock so the stream waits at its first step, press Stop, release.
+        hub = demo.labcore.hub
+        steps = []
+        real_step_lock = hub.step_lock
+
+        class CountingStep:  # counts the decoding steps that run
+            def __init__(self, adapter):
+                self.inner = real_step_lock(adapter)
+
+            def __enter__(self):
+                steps.append(1)
+                return self.inner.__enter__()
+
+            def __exit__(self, *exc):
+                return self.inner.__exit__(*exc)
+
+        hub.step_lock = CountingStep
+        with hub.lock:
+            job = client.submit("a long answer please", [], [], "raft-helpful", 1.0, 1.0, 60, api_name="/chat")
+            deadline = time.time() + 30
+            while not demo.labcore.chat._events and time.time() < deadline:
+                time.sleep(0.02)
+            assert client.predict(api_name="/stop") == "Stopped 1 running answer."
+        job.cancel()  # what the Stop button also does (Gradio closes the generator); after the lock is free, as
+        # the server waits for the running step before it can close the generator
         deadline = time.time() + 30
         while demo.labcore.chat._events and time.time() < deadline:
-            time.sleep(0.05)
-        assert not demo.labcore.chat._events  # the stream's stop event was set and released
+            time.sleep(0.02)
+        assert not demo.labcore.chat._events  # the stream ended and released its stop event
+        assert len(steps) <= 2  # the step in flight of each pane at most, not 2 x 60
+        hub.step_lock = real_step_lock
     finally:
         demo.close()
