@@ -107,6 +107,9 @@ def test_tabs_chat_and_screenshot(app_url, tmp_path):
             assert "RAFT · raft-helpful" in body and "RRHF · rrhf-helpful" in body
 
             page.get_by_role("tab", name="Chat").click()
+            temperature = page.locator("#chat-temperature input[type=number]")
+            temperature.fill("0")  # greedy: a deterministic answer from the random model
+            temperature.press("Tab")
             page.locator("#chat-input textarea").fill("How do I water a tomato plant?")
             page.locator("#chat-send").click()
             for pane in ("#chat-base", "#chat-aligned"):

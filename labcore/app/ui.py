@@ -182,7 +182,8 @@ def build_demo(config: AppConfig) -> gr.Blocks:
                 with gr.Row():
                     adapter = gr.Dropdown(chat.adapter_choices(), value=chat.default_adapter(), scale=2,
                                           label="aligned policy (right pane)")
-                    temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="temperature (0 = greedy)")
+                    temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="temperature (0 = greedy)",
+                                            elem_id="chat-temperature")
                     top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
                     max_new = gr.Slider(1, 256, value=64, step=1, label="max new tokens")
                 with gr.Row():
