@@ -24,7 +24,7 @@ from labcore.app.chat import ChatHandlers, history_pairs, message_text
 from labcore.app.compare import CompareHandlers, domain_of
 from labcore.app.config import AppConfig
 from labcore.app.models import ModelHub, discover_adapters
-from labcore.app.selection import SelectionHandlers, budget_count
+from labcore.app.selection import SelectionHandlers, budget_count, map_view
 
 TASKS = {
     "sentiment": "Is this review positive or negative? The {a} film had {b} acting and a {c} ending.",
@@ -289,6 +289,12 @@ def test_selection_load_select_and_caches(world):
     assert list(table["id"]) == [recs[i]["id"] for i in ref.selected_indices]
     np.testing.assert_allclose(fig_radius.data[0].y, ref.radius_curve)
     assert fig_map.data[4].name == "core-set (5)"
+    # The map's subsample keeps every task example and re-indexes the selection onto the drawn points.
+    shown, view = map_view(ref, len(recs), 40, random_state=0)
+    assert len(shown) == 40 and set(ref.task_indices) <= set(shown)
+    np.testing.assert_array_equal(shown[view.selected_indices], ref.selected_indices)
+    assert shown[view.task_centre_index] == ref.task_centre_index
+    np.testing.assert_array_equal(view.labels, ref.labels[shown])
     # A new budget reuses the K-means fit: only the per-task steps run again.
     sel.select(str(world.data), "tips", 4, "% of task", 50)
     assert len(sel._kmeans) == 1 and sel.last_timings["kmeans"] < 0.01

@@ -9,12 +9,16 @@ distribution centre, task centre, KCenterGreedy); the pictures are ``labcore.viz
   (``labcore.viz.umap_2d``, cached on disk);
 - per (dataset, K): the K-means fit (``labcore.coreset.fit_kmeans``).
 
-So moving the budget slider re-runs only the per-task steps 3-5 and the baselines, on cached embeddings. As
+So moving the budget slider re-runs only the per-task steps 3-5 and the baselines, on cached embeddings. The map
+draws at most ``MAX_MAP_POINTS`` points: every example of the target task and a fixed random sample of the others
+(30k hover texts would make every update a 7 MB figure, slow to build and to draw); the method itself always uses
+all examples. As
 ``labcore select``, only the ``train`` split is clustered and selected from (evaluation examples never enter a
 core-set); a file without a ``train`` split is used whole.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+MAX_MAP_POINTS = 10_000
+"""Most points drawn on the map: all of the target task's, then a fixed random sample of the other tasks'."""
 
 BUDGET_UNITS = ("% of task", "count")
 """How the budget slider is read: a percentage of the task's examples (0.5 = the paper's 0.5%), or a count."""
@@ -42,10 +49,10 @@ class LoadedSet:
     note: str = ""
     """How the split was chosen, for the status line."""
 
-    @property
-    def tasks(self) -> np.ndarray:
-        """(N,) task of every example."""
-        return np.asarray([r["task"] for r in self.records])
+    def __post_init__(self) -> None:
+        self.tasks = np.asarray([r["task"] for r in self.records])  # (N,) task of every example
+        self.sources = np.asarray([r["source"] for r in self.records])  # (N,) source dataset of every example
+        self.texts = [r["instruction"] for r in self.records]  # N hover texts
 
     def task_counts(self) -> dict[str, int]:
         """{task: number of examples}, tasks sorted by name."""
@@ -174,14 +181,17 @@ class SelectionHandlers:
             raise ValueError(f"task {task!r} not in {Path(data.path).name}; tasks: {', '.join(counts)}")
         k = budget_count(unit, value, counts[task])
         t0 = time.perf_counter()
+        if (data.path, int(n_clusters)) not in self._kmeans:
+            _say(progress, 0.5, f"K-means with K = {int(n_clusters)} on {len(data.records)} examples "
+                                "(once per K; minutes on 30k examples)")
         fit = self.kmeans(data, n_clusters)
         t1 = time.perf_counter()
         res = select_coreset(data.embeddings, data.tasks, task, k, kmeans=fit, random_state=self.random_state)
         t2 = time.perf_counter()
-        texts = [r["instruction"] for r in data.records]
-        sources = [r["source"] for r in data.records]
-        fig_map = plot_clusters(data.xy, res.labels, texts, res, tasks=data.tasks, sources=sources,
-                                embeddings=data.embeddings)
+        shown, view = map_view(res, len(data.records), MAX_MAP_POINTS, self.random_state)
+        fig_map = plot_clusters(data.xy[shown], res.labels[shown], [data.texts[i] for i in shown], view,
+                                tasks=data.tasks[shown], sources=data.sources[shown],
+                                embeddings=data.embeddings[shown])
         fig_radius = plot_radius_curve(res)
         t3 = time.perf_counter()
         self.last_timings = {"kmeans": t1 - t0, "select": t2 - t1, "plots": t3 - t2}
@@ -197,11 +207,40 @@ class SelectionHandlers:
             f"{res.distribution_cluster} ({int(res.cluster_counts[res.distribution_cluster])} of the task's examples). "
             f"Covering radius at k = {res.budget}: core-set **{res.radius_curve[-1]:.3f}**, random "
             f"{res.random_radius_curve[-1]:.3f}, cluster-stratified {res.stratified_radius_curve[-1]:.3f}.  \n"
-            f"Selection {self.last_timings['select']:.2f} s, plots {self.last_timings['plots']:.2f} s"
+            + (f"The map shows all {n_task} examples of the task and {len(shown) - n_task} of the other "
+               f"{len(data.records) - n_task} (a fixed random sample).  \n" if len(shown) < len(data.records) else "")
+            + f"Selection {self.last_timings['select']:.2f} s, plots {self.last_timings['plots']:.2f} s"
             + (f", K-means {self.last_timings['kmeans']:.1f} s (now cached for K = {len(res.centroids)})"
                if self.last_timings["kmeans"] > 0.05 else " (K-means from the cache)") + "."
         )
         return fig_map, fig_radius, table, summary
+
+
+def map_view(result: Any, n: int, max_points: int, random_state: int = 0) -> tuple[np.ndarray, Any]:
+    """The points drawn on the map, and the selection re-indexed to them (the selection itself is unchanged).
+
+    Args:
+        result: a ``labcore.coreset.CoresetResult`` over n examples.
+        n: number of examples.
+        max_points: most points to draw.
+        random_state: seed of the sample of non-task examples.
+    Returns:
+        (shown: sorted dataset indices, all task examples + a random sample of the others, up to ``max_points``;
+        the result with every index field mapped to positions in ``shown`` and ``labels`` restricted to them).
+    """
+    if n <= max_points:
+        return np.arange(n), result
+    task = np.asarray(result.task_indices)
+    others = np.setdiff1d(np.arange(n), task)  # (n - n_task,)
+    extra = np.random.default_rng(random_state).permutation(others)[: max(0, max_points - len(task))]
+    shown = np.sort(np.concatenate([task, extra]))  # (m,)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[shown] = np.arange(len(shown))  # dataset index -> map position
+    view = dataclasses.replace(
+        result, selected_indices=pos[result.selected_indices], task_indices=pos[task],
+        task_centre_index=int(pos[result.task_centre_index]), random_indices=pos[result.random_indices],
+        stratified_indices=pos[result.stratified_indices], labels=result.labels[shown])
+    return shown, view
 
 
 def _short(text: str, n: int = 200) -> str:
