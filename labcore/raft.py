@@ -5,12 +5,13 @@ Dong et al. 2023, "RAFT: Reward rAnked FineTuning for Generative Foundation Mode
 iteration t = 1..T does
 
     1. Data collection   draw b prompts x_1..x_b from D (shuffled, without replacement);
-                         sample y_{i,1..K} ~ pi_{w_{t-1}}(. | x_i)                       (Alg. 1, line 4)
+                         sample y_{i,1..K} ~ pi_{w_{t-1}}(. | x_i)                       (Alg. 1, data collection)
     2. Data ranking      r_{i,k} = r(x_i, y_{i,k})  (-inf for discarded degenerate samples, see below)
-                         local:  keep y_i* = argmax_k r_{i,k}, one per prompt            (Alg. 1, line 5-6)
+                         local:  keep y_i* = argmax_k r_{i,k}, one per prompt            (Alg. 1, data ranking)
                          global: K = 1 sample each for b/alpha prompts; keep the top alpha fraction by reward
                                  across the whole batch (LMFlow collection_strategy "top")
-    3. Fine-tuning       w_t = SFT of w_{t-1} on the kept (x, y) pairs: min - sum_t log pi(y_t | x, y_<t)  (Alg. 1, line 7)
+    3. Fine-tuning       w_t = SFT of w_{t-1} on the kept (x, y) pairs:
+                         min_w - sum_t log pi_w(y_t | x, y_<t)                               (Alg. 1, fine-tuning)
 
 Collection and ranking need no gradients and fine-tuning needs no reward gradients, so one policy sits in memory, any
 (non-differentiable) reward works, and there is no KL term, reference model or value model.
@@ -128,6 +129,8 @@ class RAFTConfig:
     """Held-out reference responses scored for perplexity (at most)."""
     device: str = "auto"
     """Device: auto (cuda > mps > cpu), cpu, cuda, ..."""
+    num_threads: int = 0
+    """torch CPU threads (0 = torch's default; 1 is often fastest for tiny models on a busy machine)."""
     seed: int = 0
     """Seed of the prompt order, sampling and SFT."""
 
@@ -158,6 +161,7 @@ class RAFTConfig:
             (self.eval_max_new_tokens is None or self.eval_max_new_tokens >= 1,
              f"eval_max_new_tokens must be >= 1, got {self.eval_max_new_tokens}"),
             (self.ppl_examples >= 0, f"ppl_examples must be >= 0, got {self.ppl_examples}"),
+            (self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -556,7 +560,7 @@ def read_metrics(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-_RESUME_FREE = ("iterations", "device")  # fields a resumed run may change
+_RESUME_FREE = ("iterations", "device", "num_threads")  # fields a resumed run may change
 
 
 def raft(config: RAFTConfig, out_dir: str | Path, resume: bool = False, *, task: RAFTTask,
@@ -594,6 +598,8 @@ def raft(config: RAFTConfig, out_dir: str | Path, resume: bool = False, *, task:
     if not task.prompts or not task.eval_prompts:
         raise ValueError("the task needs training prompts and evaluation prompts")
 
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
     policy, tok = _build_policy(config)
     optim = OptimConfig(lr=config.lr, scheduler="constant", grad_accum=config.grad_accum,
@@ -755,6 +761,7 @@ def add_raft_args(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, ...")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="override any RAFTConfig field, e.g. --set lr=5e-4 num_samples=8 use_lora=false")
 
@@ -783,7 +790,8 @@ def _parse_overrides(pairs: list[str]) -> dict:
 def run_raft(args) -> list[dict]:
     """``labcore raft``: build the preset's config and task (with overrides) and run."""
     overrides = {"model": args.model, "reward": args.reward, "iterations": args.iterations, "seed": args.seed,
-                 "device": args.device, **_parse_overrides(getattr(args, "set", []) or [])}
+                 "device": args.device,
+                 "num_threads": getattr(args, "threads", None), **_parse_overrides(getattr(args, "set", []) or [])}
     config = preset_config(args.preset, **overrides)
     task = PRESETS[args.preset].make_task(config, args.data)
     out = args.out or f"runs/raft-{args.preset}"
