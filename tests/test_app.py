@@ -316,6 +316,17 @@ def test_config_validation():
         AppConfig(concurrency=0)
 
 
+def test_app_module_opens_without_torch():
+    """The app must be up within seconds: torch, transformers and scikit-learn load later, with the model."""
+    import subprocess
+    import sys
+
+    code = "import sys, labcore.app.ui; print(sorted({'torch', 'transformers', 'sklearn', 'umap'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_launched_app_every_endpoint(world):
     from gradio_client import Client
 
