@@ -579,6 +579,17 @@ def raft(config: RAFTConfig, out_dir: str | Path, resume: bool = False, *, task:
     Returns:
         the metrics rows, iteration 0 (the base model) to ``config.iterations``.
     """
+    threads = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _raft(config, Path(out_dir), resume, task, reward_fn, progress)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as we found it
+
+
+def _raft(config: RAFTConfig, out: Path, resume: bool, task: RAFTTask, reward_fn: Callable | None,
+          progress: bool) -> list[dict]:
     from tqdm.auto import tqdm
 
     from labcore.models import save_policy
@@ -586,7 +597,6 @@ def raft(config: RAFTConfig, out_dir: str | Path, resume: bool = False, *, task:
     from labcore.training import Learner, OptimConfig
     from labcore.utils import set_seed
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path, ckpt = out / "metrics.jsonl", out / "checkpoint"
     reward_fn = reward_fn or load_reward(config)
@@ -598,8 +608,6 @@ def raft(config: RAFTConfig, out_dir: str | Path, resume: bool = False, *, task:
     if not task.prompts or not task.eval_prompts:
         raise ValueError("the task needs training prompts and evaluation prompts")
 
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
     policy, tok = _build_policy(config)
     optim = OptimConfig(lr=config.lr, scheduler="constant", grad_accum=config.grad_accum,

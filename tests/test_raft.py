@@ -97,7 +97,7 @@ def _cfg(model_dir, **kw) -> RAFTConfig:
     base = dict(model=str(model_dir), reward="length", iterations=2, raft_batch_size=4, selection="local",
                 num_samples=2, min_new_tokens=6, max_new_tokens=10, stop_at_turn=False, lr=5e-3, epochs=1,
                 train_batch_size=4, lora_r=4, lora_alpha=8, lora_dropout=0.1, eval_prompts=4, ppl_examples=4,
-                gen_batch_size=8, min_tokens=1, device="cpu", seed=3)
+                gen_batch_size=8, min_tokens=1, device="cpu", seed=3, num_threads=1)
     return RAFTConfig(**{**base, **kw})
 
 
@@ -231,7 +231,7 @@ def test_online_preset_runs_one_iteration_on_local_stand_ins(preset, tiny_model_
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
     metrics = _run_cli(["--preset", preset, "--model", str(tiny_model_dir), "--reward", str(reward), "--data",
-                        str(data), "--iterations", "1", "--out", str(out), "--device", "cpu"])
+                        str(data), "--iterations", "1", "--out", str(out), "--device", "cpu", "--threads", "1"])
     assert [r["iteration"] for r in metrics] == [0, 1]
     assert FIELDS <= set(metrics[1]) and metrics[1]["n_selected"] >= 1
     assert (out / "final" / "model.safetensors").exists()  # the GPT-2 recipes fine-tune the full model

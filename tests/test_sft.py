@@ -13,6 +13,15 @@ PROMPTS = ["\n\nHuman: How do I water a tomato plant?\n\nAssistant:", "This film
 RESPONSES = [" Water it deeply twice a week.", " a delight from start to finish"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, by far on a busy machine; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _hand_nll(model, tok, prompts, responses, response_only: bool) -> torch.Tensor:
     """Brute force: one unpadded forward per pair, full log-softmax, sum of -log p over the target tokens."""
     total, count = torch.zeros(()), 0
