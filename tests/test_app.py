@@ -361,8 +361,8 @@ def test_launched_app_every_endpoint(world):
         args = ([], [], "raft-helpful", 0.0, 1.0, 5)
         for name in ("/chat", "/chat_submit"):
             box, hb, ha, notice = client.predict("hi there", *args, api_name=name)
-            assert box == "" and len(hb) == len(ha) == 2 and hb[0]["content"] in ("hi there",
-                                                                                  [{"type": "text", "text": "hi there"}])
+            assert box == "" and len(hb) == len(ha) == 2
+            assert hb[0]["content"] in ("hi there", [{"type": "text", "text": "hi there"}])
         box, hb2, ha2, _ = client.predict(hb, ha, "raft-helpful", 0.0, 1.0, 5, api_name="/regenerate")
         assert len(hb2) == 2
         assert client.predict(api_name="/stop") == "Nothing to stop."

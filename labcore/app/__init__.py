@@ -1,7 +1,8 @@
 """labcore's Gradio app: the front door of the lab (``python app.py`` or ``make app``).
 
-Four parts, one module each; none of them defines an algorithm, they import labcore's:
+One module per part; none of them defines an algorithm, they import labcore's:
 
+- ``config.py``    — ``AppConfig``, the app's options;
 - ``models.py``    — ONE base model in memory with every RAFT / RRHF LoRA adapter attached by name (peft
   ``load_adapter`` / ``set_adapter``), a lock that every model call takes, lazy loading in a background thread;
 - ``selection.py`` — the "Data selection" tab: core-set selection of Chen et al. 2023 ("Maybe Only 0.5% Data is

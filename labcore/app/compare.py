@@ -214,7 +214,8 @@ class CompareHandlers:
             row.update({"mean words": round(mean_length(responses), 1),
                         "distinct-2": round(distinct_n(responses, 2), 3)})
             summary.append(row)
-        status = [f"**{kind}**: {len(prompts)} held-out prompts, {len(policies)} polic{'y' if len(policies) == 1 else 'ies'} "
+        plural = "y" if len(policies) == 1 else "ies"
+        status = [f"**{kind}**: {len(prompts)} held-out prompts, {len(policies)} polic{plural} "
                   f"({n_cached} from the disk cache) in {time.perf_counter() - t0:.1f} s; "
                   f"sampling: temperature {self.temperature}, {self.max_new_tokens} new tokens, seed {self.seed}."]
         want = [m for m in self.missing if kind in domain_of(m)]

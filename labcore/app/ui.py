@@ -200,7 +200,7 @@ def build_demo(config: AppConfig) -> gr.Blocks:
                     clear_btn = gr.Button("Clear")
                 chat_notice = gr.Markdown(elem_id="chat-notice")
 
-        # -- events ------------------------------------------------------------------------------------------------------
+        # -- events --------------------------------------------------------------------------------------------------
         demo.load(app_status, None, status, api_name="status", queue=False)
         load_btn.click(load_dataset, [data], [task, sel_status], api_name="load_dataset", **select_kw)
         sel_inputs = [data, task, n_clusters, unit, budget]
