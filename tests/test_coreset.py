@@ -167,6 +167,26 @@ def test_precomputed_kmeans_gives_same_result_and_is_deterministic(data, result)
         select_coreset(X, tasks, "nope", 3, kmeans=result.kmeans)
 
 
+def test_kmeans_disk_cache(data, result, tmp_path, monkeypatch):
+    import sklearn.cluster
+
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
+    X, _ = data
+    first = fit_kmeans(X, n_clusters=8, random_state=0, cache=True)
+    np.testing.assert_array_equal(first.labels, result.labels)
+
+    class NoKMeans:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("K-means must not run on a cache hit")
+
+    monkeypatch.setattr(sklearn.cluster, "KMeans", NoKMeans)
+    again = fit_kmeans(X, n_clusters=8, random_state=0, cache=True)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    np.testing.assert_array_equal(again.centroids, first.centroids)
+    with pytest.raises(AssertionError, match="cache hit"):  # another seed is another key
+        fit_kmeans(X, n_clusters=8, random_state=1, cache=True)
+
+
 # ------------------------------------------------------------------ I/O and CLI entry point
 RECORD = {"id": "a-1", "task": "nli", "source": "rte", "split": "train", "instruction": "Does A entail B?",
           "output": "yes"}
