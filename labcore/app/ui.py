@@ -150,13 +150,13 @@ def build_demo(config: AppConfig) -> gr.Blocks:
                 with gr.Row():
                     data = gr.Dropdown([config.data], value=config.data, allow_custom_value=True, scale=4,
                                        label="instruction set (the tiny world's, or a JSONL path)")
-                    load_btn = gr.Button("Load", scale=1)
+                    load_btn = gr.Button("Load", scale=1, elem_id="selection-load")
                 with gr.Row():
                     task = gr.Dropdown([], label="target task", allow_custom_value=False, scale=2)
                     n_clusters = gr.Slider(2, 96, value=32, step=1, label="K-means k", scale=2)
                     unit = gr.Radio(list(BUDGET_UNITS), value=BUDGET_UNITS[0], label="budget unit", scale=1)
                     budget = gr.Slider(0.1, 20.0, value=0.5, step=0.1, label="budget (% of the task)", scale=2)
-                    select_btn = gr.Button("Select", variant="primary", scale=1)
+                    select_btn = gr.Button("Select", variant="primary", scale=1, elem_id="selection-select")
                 sel_status = gr.Markdown("Press **Load** to embed the instruction set.")
                 map_plot = gr.Plot(label="K-means clusters (UMAP 2-D) and the core-set")
                 radius_plot = gr.Plot(label="covering radius vs budget")
@@ -168,14 +168,15 @@ def build_demo(config: AppConfig) -> gr.Blocks:
                     kind = gr.Radio(list(PROMPT_SETS), value=PROMPT_SETS[0], label="held-out prompts")
                     gallery_btn = gr.Button("Show gallery", variant="primary")
                 cmp_status = gr.Markdown()
-                gallery_df = gr.Dataframe(label="side by side (rewards in brackets)", wrap=True, max_height=600)
+                gallery_df = gr.Dataframe(label="side by side (rewards in brackets)", wrap=True, max_height=600,
+                                          elem_id="gallery-table", column_widths=["19%", "27%", "27%", "27%"])
                 aggregate_df = gr.Dataframe(label="mean rewards per model")
                 with gr.Row():
                     custom_text = gr.Textbox(label="your prompt (a request, or a review opening)", scale=4)
                     custom_kind = gr.Radio(list(PROMPT_SETS), value=PROMPT_SETS[0], label="format", scale=1)
                     custom_btn = gr.Button("Generate", scale=1)
                 custom_status = gr.Markdown()
-                custom_df = gr.Dataframe(label="answers to your prompt", wrap=True)
+                custom_df = gr.Dataframe(label="answers to your prompt", headers=["model", "response"], wrap=True)
 
             with gr.Tab("Chat", id="chat"):
                 gr.Markdown(CHAT_HELP)
