@@ -19,14 +19,15 @@ r(S) = max_i min_{j in S} ||x_i - x_j|| over the task's examples; k-center greed
 Choices the paper leaves open (labcore's, documented here): K (``n_clusters``, default 32) and K-means ``n_init``
 (default 3, scikit-learn k-means++ init); ties for the most frequent cluster go to the lowest cluster id;
 distances are Euclidean on the L2-normalised embeddings (||a - b||^2 = 2 - 2 cos(a, b), so the greedy choices
-equal the cosine ones); a budget larger than the task is clipped to the task size. The CLI selects from the
-``train`` split only, so that evaluation examples never enter the core-set.
+equal the cosine ones; the radius curves are Euclidean whatever ``metric`` the greedy uses); a budget larger than
+the task is clipped to the task size; the embedded text of an example is its instruction (the task input; the
+output is often a single label word). The CLI selects from the ``train`` split only, so that evaluation examples
+never enter the core-set, and caches K-means on disk next to the embeddings.
 """
 from __future__ import annotations
 
 import gzip
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -396,16 +397,6 @@ def select_coreset(embeddings: np.ndarray, tasks: Sequence[str], target_task: st
 # ----------------------------------------------------------------------------------------------------------------
 # CLI entry point: labcore select
 # ----------------------------------------------------------------------------------------------------------------
-def _load_records(path: str | Path) -> list[dict[str, Any]]:
-    """Use the shared dataset reader when it offers one, else ``load_instruction_set``."""
-    try:
-        from labcore import datasets  # noqa: F401
-        reader = getattr(datasets, "load_instruction_set", None)
-    except ImportError:
-        reader = None
-    return (reader or load_instruction_set)(path)
-
-
 def run_select(data: str | Path, task: str, budget: int | float, out: str | Path, n_clusters: int = 32,
                seed: int = 0, model: str = "minilm", split: str | None = "train",
                progress: bool = True) -> CoresetResult:
@@ -426,7 +417,7 @@ def run_select(data: str | Path, task: str, budget: int | float, out: str | Path
     """
     from labcore.embed import embed_texts
 
-    records = _load_records(data)
+    records = load_instruction_set(data)
     if split is not None:
         records = [r for r in records if r.get("split") == split]
         if not records:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
