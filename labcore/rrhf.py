@@ -51,7 +51,7 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from labcore.generation import token_logprobs
+from labcore.generation import _cache_kwarg, token_logprobs
 
 IGNORE_INDEX = -100  # label value the reference code uses for "no loss here"
 SFT_REDUCTIONS = ("masked_mean", "sum", "reference")
@@ -344,6 +344,7 @@ def rrhf_forward(
     batch: dict[str, torch.Tensor],
     length_penalty: float = 1.0,
     response_logits_only: bool = True,
+    share_query_prefix: bool = False,
 ) -> RRHFForward:
     """Log pi of every response token and the scores p_i, in ONE forward over the flattened (B*K, T) rows.
 
@@ -359,9 +360,19 @@ def rrhf_forward(
             logits = ``get_output_embeddings()(last hidden state)``, true for GPT-2, Pythia, OPT, Llama, Qwen;
             not for models that rescale or soft-cap logits, nor for peft prompt-learning methods). False runs the
             plain ``model(...).logits`` over every position.
+        share_query_prefix: run each query through the model ONCE and its K responses on top of its key/value
+            cache (two forwards instead of one over K copies of the query; same assumption on the LM head).
+            Identical results in eval mode; in training mode the query's dropout masks are shared by its K
+            responses instead of drawn per row. Needs the batch layout of ``collate_rrhf`` (the same query tokens
+            in every row of a query) and a model that takes ``past_key_values`` and ``position_ids``.
     Returns:
         ``RRHFForward(token_logp (B, K, T) float32, scores (B, K) float32)``.
     """
+    if share_query_prefix:
+        if not response_logits_only:
+            raise ValueError("share_query_prefix needs response_logits_only=True")
+        token_logp = _prefix_shared_token_logp(model, batch)  # (B, K, T)
+        return RRHFForward(token_logp, sequence_scores(token_logp, batch["response_mask"], length_penalty))  # Eq. 1
     input_ids, attention_mask, response_mask = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
     B, K, T = input_ids.shape
     slot_mask = batch.get("slot_mask", response_mask.any(-1))  # (B, K)
@@ -386,6 +397,54 @@ def rrhf_forward(
     real = F.pad(shifted, (1, 0))  # (N, T): token_logp[:, t] = log pi(ids[:, t] | ids[:, <t])
     token_logp = real.new_zeros(B * K, T).index_put((rows,), real).reshape(B, K, T)  # (B, K, T)
     return RRHFForward(token_logp, sequence_scores(token_logp, response_mask, length_penalty))  # Eq. 1
+
+
+def _prefix_shared_token_logp(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``rrhf_forward(share_query_prefix=True)``: queries once (left-padded, cached), then all responses on top."""
+    input_ids, attention_mask, response_mask = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+    B, K, T = input_ids.shape
+    slot_mask = batch.get("slot_mask", response_mask.any(-1))  # (B, K)
+    q_len = response_mask.long().argmax(-1)  # (B, K) first response position = query length of each row
+    first = slot_mask.long().argmax(-1)  # (B,) a real slot of each query
+    q_len_b = q_len[torch.arange(B), first]  # (B,)
+    same_len = torch.where(slot_mask, q_len == q_len_b[:, None], torch.ones_like(slot_mask))  # (B, K)
+    in_query = torch.arange(T, device=input_ids.device) < q_len_b[:, None, None]  # (B, 1, T)
+    same_ids = ((input_ids == input_ids[torch.arange(B), first][:, None]) | ~in_query).all(-1) | ~slot_mask  # (B, K)
+    if not bool((same_len & same_ids).all()):
+        raise ValueError("share_query_prefix needs the same query tokens in every row of a query (collate_rrhf)")
+    rows = slot_mask.flatten().nonzero().flatten()  # (N,) real rows in the (B*K) layout
+    q_of_row = rows // K  # (N,) query index of each real row
+    device = input_ids.device
+    # 1) the B queries, left-padded so that every query ends at position Lq - 1
+    Lq = int(q_len_b.max())
+    left = Lq - q_len_b  # (B,) padding in front of each query
+    cols = torch.arange(Lq, device=device)[None, :] - left[:, None]  # (B, Lq) source column, < 0 on padding
+    q_mask = cols >= 0  # (B, Lq)
+    q_ids = input_ids[torch.arange(B), first].gather(1, cols.clamp_min(0))  # (B, Lq)
+    q_pos = (q_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, Lq) positions 0.. of the real tokens
+    backbone = getattr(model, model.base_model_prefix)
+    cache_arg, cache_attr = _cache_kwarg(backbone)  # "cache" in transformers 5.x, "past_key_values" before
+    out = backbone(input_ids=q_ids, attention_mask=q_mask.long(), position_ids=q_pos, use_cache=True)
+    h_last = out[0][:, -1]  # (B, D) predicts each query's first response token
+    cache = getattr(out, cache_attr)
+    cache.reorder_cache(q_of_row)  # (B, ...) -> (N, ...): each real row gets its query's keys/values
+    # 2) the N responses, right-padded, on top of their query's cache
+    r_mask = response_mask.reshape(B * K, T)[rows]  # (N, T)
+    r_len = r_mask.sum(-1)  # (N,)
+    Lr = int(r_len.max())
+    r_cols = q_len.reshape(B * K)[rows][:, None] + torch.arange(Lr, device=device)[None, :]  # (N, Lr)
+    r_valid = torch.arange(Lr, device=device)[None, :] < r_len[:, None]  # (N, Lr)
+    r_ids = input_ids.reshape(B * K, T)[rows].gather(1, r_cols.clamp_max(T - 1))  # (N, Lr)
+    r_pos = q_len_b[q_of_row][:, None] + torch.arange(Lr, device=device)[None, :]  # (N, Lr)
+    full_mask = torch.cat([q_mask[q_of_row], r_valid], dim=1).long()  # (N, Lq + Lr)
+    h_r = backbone(input_ids=r_ids, attention_mask=full_mask, position_ids=r_pos, use_cache=True,
+                   **{cache_arg: cache})[0]  # (N, Lr, D)
+    # 3) the hidden state before each response token predicts it: the query's last, then the response's own
+    h_pred = torch.cat([h_last[q_of_row][:, None], h_r[:, :-1]], dim=1)  # (N, Lr, D)
+    logits = model.get_output_embeddings()(h_pred[r_valid])  # (M, V) response positions only
+    picked = token_logprobs(logits.unsqueeze(0), r_ids[r_valid].unsqueeze(0)).squeeze(0)  # (M,)
+    real = torch.zeros(r_mask.shape, dtype=picked.dtype, device=device).masked_scatter(r_mask, picked)  # (N, T)
+    return real.new_zeros(B * K, T).index_put((rows,), real).reshape(B, K, T)  # (B, K, T)
 
 
 @torch.no_grad()

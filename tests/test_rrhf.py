@@ -206,8 +206,8 @@ def test_scores_equal_full_log_softmax(tokenizer):
 
 
 def test_response_only_head_across_architectures_and_pad_equal_eos(tiny_lm):
-    """GPT-2, GPT-NeoX (Pythia) and Llama (conftest's tiny_lm): the LM head applied at response positions only gives
-    the same log-probs as the full logits. With pad == EOS (GPT-2 convention) the appended EOS is still attended
+    """GPT-2, GPT-NeoX (Pythia) and Llama (conftest's tiny_lm): the LM head applied at response positions only, and
+    the query run once with its K responses on its key/value cache, give the same log-probs as the full logits. With pad == EOS (GPT-2 convention) the appended EOS is still attended
     and scored (the reference's ``input_ids != pad`` attention mask would drop it)."""
     model, tok = tiny_lm
     assert tok.pad_token_id == tok.eos_token_id
@@ -221,18 +221,25 @@ def test_response_only_head_across_architectures_and_pad_equal_eos(tiny_lm):
     with torch.no_grad():
         fast = rrhf_forward(model, batch, response_logits_only=True)
         full = rrhf_forward(model, batch, response_logits_only=False)
+        shared = rrhf_forward(model, batch, share_query_prefix=True)
     assert_close(fast.token_logp, full.token_logp, atol=1e-5, rtol=1e-5)
+    assert_close(shared.token_logp, full.token_logp, atol=1e-5, rtol=1e-5)
     assert (fast.token_logp[batch["response_mask"]] < 0).all()  # every response token, EOS included, is scored
 
 
-@pytest.mark.parametrize("only", [True, False])
-def test_parity_with_reference_loss_and_gradients(tokenizer, only):
-    """One query, sft_reduction="reference", rrhf_weight 2: same loss, parts and gradients as the reference."""
+MODES = {"response_only": {}, "full_logits": dict(response_logits_only=False), "shared_prefix": dict(
+    share_query_prefix=True)}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_parity_with_reference_loss_and_gradients(tokenizer, mode):
+    """One query, sft_reduction="reference", rrhf_weight 2: same loss, parts and gradients as the reference,
+    for each way of running the forward (the tiny model has no dropout, so sharing the prefix changes nothing)."""
     for b in (0, 2):  # query 2 has tied rewards
         batch = build_rrhf_batch(tokenizer, [QUERIES[b]], [RESPONSES[b]], max_length=32, rewards_list=[REWARDS[b]])
         ref_in = reference_inputs(batch, 0)
         ours_model, ref_model = tiny_gpt2(tokenizer, seed=3), tiny_gpt2(tokenizer, seed=3)
-        fwd = rrhf_forward(ours_model, batch, length_penalty=1.0, response_logits_only=only)
+        fwd = rrhf_forward(ours_model, batch, length_penalty=1.0, **MODES[mode])
         ours = rrhf_loss(fwd.scores, fwd.token_logp, batch["response_mask"], batch["rewards"],
                          rrhf_weight=2.0, sft_reduction="reference")
         ref = reference_rrhf_step_loss(ref_model, ref_in["input_ids"], ref_in["attention_mask"], ref_in["labels"],
@@ -244,6 +251,20 @@ def test_parity_with_reference_loss_and_gradients(tokenizer, only):
         ref.loss.backward()
         for (name, p), q in zip(ours_model.named_parameters(), ref_model.parameters()):
             assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_shared_prefix_on_a_multi_query_batch_and_its_guard(tokenizer):
+    """Queries of different lengths (left-padded inside) and a padded slot: same scores as the flat forward.
+    Rows of one query that do not hold the same query tokens are refused."""
+    model = tiny_gpt2(tokenizer).eval()
+    batch = build_rrhf_batch(tokenizer, QUERIES, RESPONSES, max_length=32, rewards_list=REWARDS)
+    with torch.no_grad():
+        flat, shared = rrhf_forward(model, batch), rrhf_forward(model, batch, share_query_prefix=True)
+    assert_close(shared.token_logp, flat.token_logp, atol=1e-5, rtol=1e-5)
+    bad = dict(batch, input_ids=batch["input_ids"].clone())
+    bad["input_ids"][0, 1, 1] = (bad["input_ids"][0, 1, 1] + 1) % len(tokenizer)
+    with pytest.raises(ValueError, match="same query tokens"):
+        rrhf_forward(model, bad, share_query_prefix=True)
 
 
 def test_reference_labels_are_pre_shifted(tokenizer):
@@ -322,7 +343,7 @@ def test_training_learns_the_ranking(tokenizer):
     batch = build_rrhf_batch(tokenizer, [QUERIES[0]], [RESPONSES[0]], max_length=32, rewards_list=[REWARDS[0]])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     first = None
-    for _ in range(30):
+    for _ in range(20):
         fwd = rrhf_forward(model, batch)
         out = rrhf_loss(fwd.scores, fwd.token_logp, batch["response_mask"], batch["rewards"])
         first = out.rank.item() if first is None else first
