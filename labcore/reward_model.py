@@ -361,7 +361,7 @@ def train_reward_model(pairs: Sequence[dict], *, eval_pairs: Sequence[dict] | No
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             seen += len(idx)
         rm.head.eval()
         row = {"epoch": epoch + 1, "loss": total / seen, "train_acc": _accuracy_from_features(rm, phi_w, phi_l)}
@@ -443,8 +443,11 @@ def style_pairs(requests: Sequence[dict]) -> list[dict]:
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation; NaN when either input is constant (the coefficient is undefined)."""
     from scipy.stats import spearmanr
 
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return float("nan")
     return float(spearmanr(a, b).statistic)
 
 
@@ -492,7 +495,8 @@ def analyse_reward(reward_fn, requests: Sequence[dict] | None = None, n_examples
     Returns:
         dict with ``n_responses``; ``spearman_gold`` (reward vs gold over all responses) and its ``_safe`` /
         ``_unsafe`` parts; ``by_style`` (mean reward and mean gold per request kind and style);
-        ``spearman_length`` (reward vs number of words, and the same for gold); ``probes`` (for each edit, the
+        ``spearman_length`` (reward vs number of words, and the same for gold) and
+        ``spearman_length_within_style`` (the same, averaged over styles: length without style); ``probes`` (for each edit, the
         share of requests where the reward prefers the gold-worse edited response, and gold's mean margin);
         ``disagreements`` (largest rank differences between reward and gold, with texts).
     """
@@ -527,6 +531,15 @@ def analyse_reward(reward_fn, requests: Sequence[dict] | None = None, n_examples
             slot[k] = round(slot[k] / slot["n"], 4)
     out["by_style"] = by_style
     out["spearman_length"] = {"reward": _spearman(r, n_words), "gold": _spearman(g, n_words)}
+    # Across styles, length and quality are confounded (polite answers are longest); within a style they are not.
+    within_r, within_g = [], []
+    for key in by_style:
+        idx = [i for i, (rec, s) in enumerate(rows) if f"{'unsafe' if rec['unsafe'] else 'safe'}/{s}" == key]
+        if len(idx) > 2 and len({n_words[i] for i in idx}) > 1:
+            within_r.append(_spearman([r[i] for i in idx], [n_words[i] for i in idx]))
+            within_g.append(_spearman([g[i] for i in idx], [n_words[i] for i in idx]))
+    out["spearman_length_within_style"] = {"reward": float(np.nanmean(within_r)) if within_r else float("nan"),
+                                           "gold": float(np.nanmean(within_g)) if within_g else float("nan")}
 
     probes = {}
     for name, items in _probes(requests).items():
@@ -570,7 +583,9 @@ def format_findings(report: dict) -> str:
                      f"(safe {a.get('spearman_gold_safe', float('nan')):+.3f}, "
                      f"unsafe {a.get('spearman_gold_unsafe', float('nan')):+.3f})")
         lines.append(f"Spearman with #words: reward {a['spearman_length']['reward']:+.3f}, "
-                     f"gold {a['spearman_length']['gold']:+.3f}")
+                     f"gold {a['spearman_length']['gold']:+.3f}; within a style: reward "
+                     f"{a['spearman_length_within_style']['reward']:+.3f}, "
+                     f"gold {a['spearman_length_within_style']['gold']:+.3f}")
         lines.append("mean reward / gold by style:")
         for k, v in a["by_style"].items():
             lines.append(f"  {k:24s} reward {v['reward']:+.2f}  gold {v['gold']:+.2f}  words {v['words']:.1f}")

@@ -30,13 +30,17 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(cache_dir):
-    """A head trained on the style pairs of 30 train requests; held-out pairs of 16 test requests."""
-    train = style_pairs(load_requests("train")[:30])
+    """A head trained on the style pairs of 24 train requests; held-out pairs of 12 test requests (~200 texts).
+
+    The model scores through the module's embedding cache, so repeated calls do not re-run the encoder.
+    """
+    train = style_pairs(load_requests("train")[:24])
     test_requests = load_requests("test")
     # keep both kinds of request in the held-out set
-    held = [r for r in test_requests if not r["unsafe"]][:12] + [r for r in test_requests if r["unsafe"]][:4]
+    held = [r for r in test_requests if not r["unsafe"]][:9] + [r for r in test_requests if r["unsafe"]][:3]
     rm, report = train_reward_model(train, eval_pairs=style_pairs(held), epochs=40, lr=3e-3, batch_size=64,
                                     hidden=32, seed=0, device="cpu", progress=False)
+    rm.cache = True
     return rm, report, train, style_pairs(held)
 
 
@@ -124,11 +128,17 @@ def test_rewards_are_normalised_on_train_responses(trained):
 
 def test_scoring_is_deterministic_and_batch_independent(trained):
     rm = trained[0]
-    pairs = trained[3][:12]
+    pairs = trained[3][:4]
     prompts, responses = [p["prompt"] for p in pairs], [p["chosen"] for p in pairs]
-    full = rm(prompts, responses)
-    torch.testing.assert_close(rm(prompts, responses), full, rtol=0, atol=0)
-    one = torch.cat([rm(prompts[i:i + 1], responses[i:i + 1]) for i in range(len(pairs))])
+    cached = rm(prompts, responses)
+    rm.cache = False  # run the encoder for real
+    try:
+        full = rm(prompts, responses)
+        torch.testing.assert_close(rm(prompts, responses), full, rtol=0, atol=0)
+        one = torch.cat([rm(prompts[i:i + 1], responses[i:i + 1]) for i in range(len(pairs))])
+    finally:
+        rm.cache = True
+    torch.testing.assert_close(full, cached, atol=1e-5, rtol=0)
     torch.testing.assert_close(one, full, atol=1e-5, rtol=0)  # padding differs per batch: float noise only
     assert rm([], []).shape == (0,)
     with pytest.raises(ValueError, match="prompts"):
@@ -144,11 +154,18 @@ def test_save_load_round_trip_and_get_reward(trained, tmp_path):
     assert sum(f.stat().st_size for f in out.iterdir()) < 200_000  # the head only, never the encoder
     prompts, responses = [p["prompt"] for p in held], [p["rejected"] for p in held]
     expected = rm(prompts, responses)
-    loaded = load_reward_model(out, device="cpu")
+    loaded = load_reward_model(out, device="cpu", cache=True)
     assert isinstance(loaded, RewardModel) and loaded.mu_ == rm.mu_ and loaded.sigma_ == rm.sigma_
+    assert loaded.config == rm.config
     torch.testing.assert_close(loaded(prompts, responses), expected, rtol=0, atol=0)
-    via_name = get_reward(str(out), device="cpu")
-    torch.testing.assert_close(via_name(prompts, responses), expected, rtol=0, atol=0)
+    via_name = get_reward(str(out), device="cpu")  # no cache: the encoder runs again (4 pairs)
+    assert isinstance(via_name, RewardModel)
+    rm.cache = False
+    try:
+        fresh = rm(prompts[:4], responses[:4])
+    finally:
+        rm.cache = True
+    torch.testing.assert_close(via_name(prompts[:4], responses[:4]), fresh, rtol=0, atol=0)
 
 
 def test_load_rejects_foreign_folders(tmp_path):
