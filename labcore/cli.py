@@ -1,6 +1,8 @@
 """The ``labcore`` command: one entry point, one subcommand per task (``labcore SUBCOMMAND --help``).
 
-Subcommands import their heavy modules only when run (``pretrain`` defines its own options, so it loads at start).
+Subcommands import their heavy modules only when run: the options of the subcommands in ``MODULE_COMMANDS`` live in
+their own modules (next to the code they drive) and are added only when that subcommand is asked for, so
+``labcore --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -91,17 +93,6 @@ def _run_score(args) -> None:
     print(f"scored {s['n']} records with {args.reward}: mean {s['mean']:.4f}, std {s['std']:.4f}", file=sys.stderr)
 
 
-def _add_pretrain(sub) -> None:
-    from labcore import pretrain
-
-    p = sub.add_parser("pretrain", help="train the tokenizer and the tiny base model of the tiny world")
-    pretrain.add_pretrain_args(p)
-    p.set_defaults(run=lambda a: pretrain.run_pretrain(a))
-    q = sub.add_parser("eval-base", help="measure the base model's quality (the datasheet's numbers)")
-    pretrain.add_eval_base_args(q)
-    q.set_defaults(run=lambda a: pretrain.run_eval_base(a))
-
-
 def _add_select(sub) -> None:
     p = sub.add_parser("select", help="core-set selection (K-means task centre + KCenterGreedy) for one task",
                        description="Chen et al. 2023, 'Maybe Only 0.5%% Data is Needed': embed, cluster, pick the "
@@ -138,21 +129,46 @@ def _run_data(args) -> None:
     build_main(["--seed", str(args.seed), "--out", args.out] + (["--stats"] if args.stats else []))
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: subcommand -> (module, function adding its options, function running it, one-line help)
+MODULE_COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "pretrain": ("labcore.pretrain", "add_pretrain_args", "run_pretrain",
+                 "train the tokenizer and the tiny base model of the tiny world"),
+    "eval-base": ("labcore.pretrain", "add_eval_base_args", "run_eval_base",
+                  "measure the base model's quality (the datasheet's numbers)"),
+    "train-rm": ("labcore.reward_model", "add_train_rm_args", "run_train_rm",
+                 "train the learned reward model (Bradley-Terry on MiniLM) on preference pairs"),
+    "raft": ("labcore.raft", "add_raft_args", "run_raft", "RAFT: sample, reward, keep the best, fine-tune, repeat"),
+    "raft-table": ("labcore.raft", "add_raft_table_args", "run_raft_table",
+                   "the reward / perplexity table of RAFT runs (base vs RAFT)"),
+    "app": ("labcore.app.ui", "add_app_args", "run_app", "open the Gradio app"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the options of a ``MODULE_COMMANDS`` subcommand are loaded only when it is ``command``."""
     parser = argparse.ArgumentParser(prog="labcore", description="labcore: a hands-on lab for efficient LLM alignment "
                                      "(RRHF, RAFT, core-set selection). Run 'labcore COMMAND --help' for details.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_generate(sub)
     _add_score(sub)
-    _add_pretrain(sub)
     _add_select(sub)
     _add_data(sub)
+    for name, (module, add, run, help_text) in MODULE_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            import importlib
+
+            mod = importlib.import_module(module)
+            getattr(mod, add)(p)
+            p.set_defaults(run=getattr(mod, run))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     args.run(args)
 
 

@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from labcore.models import HUMAN, adapter_disabled, cut_turn
+from labcore.models import TURN_MARKERS, adapter_disabled, cut_turn
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class _TurnEnd(StoppingCriteria):
-    """Per-row stop once a row has produced EOS or started a new ``"\\n\\nHuman:"`` turn (or a stop event is set)."""
+    """Per-row stop once a row has produced EOS or started a new turn (or a stop event is set)."""
 
     def __init__(self, tokenizer, prompt_len: int, stop_at_turn: bool, stop_event: threading.Event | None = None):
         self.tokenizer, self.prompt_len, self.stop_at_turn, self.stop_event = tokenizer, prompt_len, stop_at_turn, stop_event
@@ -47,7 +47,7 @@ class _TurnEnd(StoppingCriteria):
             return ~done
         if self.stop_at_turn:
             tails = self.tokenizer.batch_decode(input_ids[:, max(self.prompt_len, input_ids.shape[1] - 8):])
-            done |= torch.tensor([HUMAN in t for t in tails], device=input_ids.device)
+            done |= torch.tensor([any(m in t for m in TURN_MARKERS) for t in tails], device=input_ids.device)
         return done
 
 
@@ -86,7 +86,7 @@ def generate(
 
     Left padding and the KV cache; ``num_return_sequences`` instead of repeating prompts; the response is cut from
     the prompt by token position (never by string replacement), then at the end of the turn: EOS, or where the model
-    starts a new ``"\\n\\nHuman:"`` (``stop_at_turn``). Prompts longer than the context leaves room for are cut from
+    starts a new ``"\\n\\nHuman:"`` / ``"\\n\\nAssistant:"`` turn (``stop_at_turn``). Prompts longer than the context leaves room for are cut from
     the left.
 
     Args:

@@ -2,7 +2,7 @@
 
 One prompt format across labcore. GPT-2 and Pythia have no chat template, so we use Anthropic HH-RLHF's
 ``"\\n\\nHuman: {message}\\n\\nAssistant:"`` (multi-turn capable). A turn ends at EOS or where the model starts a
-new ``"\\n\\nHuman:"``.
+new ``"\\n\\nHuman:"`` (or, equally, a second ``"\\n\\nAssistant:"``: any new speaker tag ends the turn).
 
 Offline first: the preset ``tiny`` is the shipped model in ``data/models/tiny-base`` (made by ``labcore pretrain``).
 Hub presets (``gpt2``, ``pythia-*``) are used from the local Hugging Face cache when present; otherwise they need the
@@ -71,10 +71,17 @@ def format_chat(turns: str | Sequence[tuple[str, str] | str]) -> str:
     return "".join(parts)
 
 
+TURN_MARKERS = (HUMAN, ASSISTANT)
+
+
 def cut_turn(text: str) -> tuple[str, bool]:
-    """Cut generated text where the model starts a new ``"\\n\\nHuman:"`` turn. Returns (text, ended_turn)."""
-    i = text.find(HUMAN)
-    return (text[:i], True) if i >= 0 else (text, False)
+    """Cut generated text where the model starts a new turn (a ``"\\n\\nHuman:"`` or ``"\\n\\nAssistant:"`` tag).
+
+    Returns:
+        (text before the first tag, whether a tag was found).
+    """
+    cuts = [i for i in (text.find(m) for m in TURN_MARKERS) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

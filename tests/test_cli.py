@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labcore.cli import build_parser, main
+from labcore.cli import MODULE_COMMANDS, build_parser, main
 
 BIN = Path(sys.executable).parent / "labcore"
 
@@ -15,10 +15,20 @@ def test_help_lists_subcommands():
     out = subprocess.run([str(BIN), "--help"], capture_output=True, text=True, check=True).stdout
     for name in ("generate", "score", "pretrain", "select"):
         assert name in out
-    for name in ("generate", "score", "select"):
+    for name in ("generate", "score", "select", "data"):
         with pytest.raises(SystemExit) as e:
             build_parser().parse_args([name, "--help"])
         assert e.value.code == 0
+
+
+@pytest.mark.parametrize("name", sorted(MODULE_COMMANDS))
+def test_module_subcommand_help(name, capsys):
+    """Subcommands whose options live in their own module: listed without importing it, --help works."""
+    assert name in subprocess.run([str(BIN), "--help"], capture_output=True, text=True).stdout
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0
+    assert f"labcore {name}" in capsys.readouterr().out
 
 
 def test_generate_then_score(tiny_model_dir, tmp_path):

@@ -20,6 +20,7 @@ def test_format_chat_single_and_multi_turn():
 def test_cut_turn():
     assert cut_turn(" Sure.\n\nHuman: and") == (" Sure.", True)
     assert cut_turn(" Sure.") == (" Sure.", False)
+    assert cut_turn(" Sure.\n\nAssistant: again\n\nHuman: x") == (" Sure.", True)
 
 
 def test_hub_preset_offline_fails_fast_with_hint(monkeypatch):
