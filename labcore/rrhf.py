@@ -34,6 +34,10 @@ Deliberate deviations from / fixes to the reference code (GanjinZero/RRHF ``trai
     come from ``token_logprobs`` (gather minus logsumexp), and by default the LM head is applied only at the
     positions that predict response tokens (``response_logits_only=True``), so prompt and padding positions never
     touch the V-wide output layer. Mathematically identical; faster and smaller.
+  * Optionally (``share_query_prefix=True``) each query goes through the model once and its K responses run on top
+    of its key/value cache, instead of K copies of the query (the reference's layout). Identical in eval mode; in
+    training the query's dropout masks are shared by its K responses. On a 2-core CPU this was the step from
+    1.3x to 2.1x the reference's throughput (benchmarks/rrhf_step.py).
   * Log-probabilities and scores are float32 even under bf16 autocast (issue #43: in bf16 the loss read 0.0).
   * Attention masks come from sequence lengths, not ``input_ids != pad_token_id`` (with pad == EOS the reference
     pattern would mask out the appended EOS).
@@ -569,6 +573,8 @@ class RRHFConfig:
         "help": "over a micro-batch's queries; 'mean' / accumulation steps = mean over queries_per_step (reference)"})
     response_logits_only: bool = field(default=True, metadata={"help": "LM head only where response tokens are "
                                                                        "predicted (False: full logits)"})
+    share_query_prefix: bool = field(default=False, metadata={"help": "each query once, its K responses on its KV "
+                                                                      "cache (faster; shares prompt dropout)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a CUDA GPU, fp32 elsewhere) | bf16 | fp32"})
     device: str = field(default="auto", metadata={"help": "auto (cuda > mps > cpu) | cpu | cuda | mps"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
@@ -607,6 +613,8 @@ class RRHFConfig:
         if self.queries_per_step % self.per_device_batch_size:
             raise ValueError(f"queries_per_step ({self.queries_per_step}) must be a multiple of "
                              f"per_device_batch_size ({self.per_device_batch_size})")
+        if self.share_query_prefix and not self.response_logits_only:
+            raise ValueError("share_query_prefix needs response_logits_only=True")
         if self.lora_target_modules is not None:
             self.lora_target_modules = tuple(self.lora_target_modules)
 

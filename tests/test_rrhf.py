@@ -302,7 +302,7 @@ def test_one_step_changes_every_weight_full_finetuning(tokenizer):
 
 
 def test_lora_steps_change_only_lora_weights(tokenizer):
-    """LoRA on c_attn. lora_B starts at 0, so the first step's gradient of lora_A is exactly 0 (dL/dA = B^T ...):
+    """LoRA on c_attn (through the shared-prefix forward). lora_B starts at 0, so the first step's gradient of lora_A is exactly 0 (dL/dA = B^T ...):
     after step 1 only lora_B moved; after step 2 both have. The base weights never change."""
     from peft import LoraConfig, get_peft_model
 
@@ -316,7 +316,7 @@ def test_lora_steps_change_only_lora_weights(tokenizer):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW(trained, lr=1e-2, weight_decay=0.0)
     for step in (1, 2):
-        fwd = rrhf_forward(model, batch)
+        fwd = rrhf_forward(model, batch, share_query_prefix=True)  # peft wrapper + KV-cache path
         rrhf_loss(fwd.scores, fwd.token_logp, batch["response_mask"], batch["rewards"]).loss.backward()
         opt.step()
         opt.zero_grad()
@@ -364,6 +364,7 @@ def test_config_defaults_and_validation():
     assert cfg.gradient_accumulation_steps == 16
     assert RRHFConfig(per_device_batch_size=1).gradient_accumulation_steps == 64
     for bad in (dict(per_device_batch_size=5), dict(sft_reduction="mean"), dict(warmup_ratio=1.0),
-                dict(learning_rate=0), dict(max_length=8, min_query_tokens=8), dict(batch_reduction="max")):
+                dict(learning_rate=0), dict(max_length=8, min_query_tokens=8), dict(batch_reduction="max"),
+                dict(share_query_prefix=True, response_logits_only=False)):
         with pytest.raises(ValueError):
             RRHFConfig(**bad)
