@@ -149,7 +149,7 @@ def generate(
 # --------------------------------------------------------------------------------------------------------------
 # Streaming (chat)
 # --------------------------------------------------------------------------------------------------------------
-def _cache_kwarg(model) -> tuple[str, str]:
+def cache_kwarg(model) -> tuple[str, str]:
     """Name of the cache argument/attribute of this transformers version ("cache" in 5.x, "past_key_values" before)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = inspect.signature(base.forward).parameters
@@ -193,7 +193,7 @@ def stream_generate(
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if context:
         ids = _truncate_left(ids, context - max_new_tokens)
-    arg, attr = _cache_kwarg(model)
+    arg, attr = cache_kwarg(model)
     input_ids = torch.tensor([ids], device=device)
     cache = None
     new: list[int] = []

@@ -55,7 +55,7 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from labcore.generation import _cache_kwarg, token_logprobs
+from labcore.generation import cache_kwarg, token_logprobs
 
 IGNORE_INDEX = -100  # label value the reference code uses for "no loss here"
 SFT_REDUCTIONS = ("masked_mean", "sum", "reference")
@@ -427,7 +427,7 @@ def _prefix_shared_token_logp(model: torch.nn.Module, batch: dict[str, torch.Ten
     q_ids = input_ids[torch.arange(B), first].gather(1, cols.clamp_min(0))  # (B, Lq)
     q_pos = (q_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, Lq) positions 0.. of the real tokens
     backbone = getattr(model, model.base_model_prefix)
-    cache_arg, cache_attr = _cache_kwarg(backbone)  # "cache" in transformers 5.x, "past_key_values" before
+    cache_arg, cache_attr = cache_kwarg(backbone)  # "cache" in transformers 5.x, "past_key_values" before
     out = backbone(input_ids=q_ids, attention_mask=q_mask.long(), position_ids=q_pos, use_cache=True)
     h_last = out[0][:, -1]  # (B, D) predicts each query's first response token
     cache = getattr(out, cache_attr)
