@@ -1,0 +1,206 @@
+"""The 0.5% experiment (arXiv 2305.09246): arm training sets, the step stream, exact-match scoring, a tiny end-to-end
+run on a random model and a synthetic instruction set (no encoder: embeddings are injected)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from labcore.coreset import select_coreset
+from labcore.coreset_experiment import (
+    ARMS,
+    ExperimentConfig,
+    aggregate,
+    arm_indices,
+    default_config,
+    eval_examples,
+    exact_match,
+    normalise_answer,
+    run_experiment,
+    summarise_predictions,
+    training_stream,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, by far on a busy machine; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _clustered(n: int, d: int = 8, centres: int = 4, seed: int = 0) -> np.ndarray:
+    """(n, d) unit vectors around a few random centres."""
+    rng = np.random.default_rng(seed)
+    C = rng.normal(size=(centres, d))
+    X = C[rng.integers(centres, size=n)] + 0.3 * rng.normal(size=(n, d))  # (n, d)
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def selection():
+    tasks = np.array(["a"] * 120 + ["b"] * 80)
+    X = _clustered(len(tasks))
+    return X, tasks, select_coreset(X, tasks, "a", 0.1, n_clusters=4, random_state=0, device="cpu")
+
+
+# ------------------------------------------------------------------------------------------------ training sets
+def test_coreset_arm_is_select_coreset_output(selection):
+    X, tasks, sel = selection
+    again = select_coreset(X, tasks, "a", 0.1, n_clusters=4, random_state=0, device="cpu")
+    np.testing.assert_array_equal(arm_indices(sel, "coreset", seed=5), again.selected_indices)
+    assert len(sel.selected_indices) == 12  # round(0.1 * 120)
+
+
+def test_arms_draw_from_the_task_with_the_expected_sizes(selection):
+    _, tasks, sel = selection
+    task_set = set(np.flatnonzero(tasks == "a").tolist())
+    full = arm_indices(sel, "full", seed=0)
+    assert set(full.tolist()) == task_set and len(full) == 120
+    for arm in ("coreset", "random", "stratified"):
+        for seed in (0, 1):
+            idx = arm_indices(sel, arm, seed)
+            assert len(idx) == sel.budget == 12
+            assert len(set(idx.tolist())) == 12, f"{arm} repeats an example"
+            assert set(idx.tolist()) <= task_set, f"{arm} picked outside the task"
+    r0, r1 = arm_indices(sel, "random", 0), arm_indices(sel, "random", 1)
+    assert set(r0.tolist()) != set(r1.tolist())  # the seed draws a new sample
+    np.testing.assert_array_equal(arm_indices(sel, "coreset", 0), arm_indices(sel, "coreset", 1))
+    with pytest.raises(ValueError, match="unknown arm"):
+        arm_indices(sel, "oracle", 0)
+
+
+def test_stratified_arm_follows_the_task_cluster_shares(selection):
+    _, _, sel = selection
+    idx = arm_indices(sel, "stratified", seed=3)
+    labels_task = sel.labels[sel.task_indices]
+    for c in np.unique(labels_task):
+        expected = sel.budget * np.mean(labels_task == c)
+        assert abs(np.sum(sel.labels[idx] == c) - expected) < 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("n, steps, batch", [(5, 7, 3), (40, 10, 16), (100, 3, 8), (1, 2, 2)])
+def test_training_stream_repeats_evenly_and_never_more_than_needed(n, steps, batch):
+    s = training_stream(n, steps, batch, seed=0)
+    assert s.shape == (steps * batch,) and s.min() >= 0 and s.max() < n
+    counts = np.bincount(s, minlength=n)
+    if n <= steps * batch:
+        assert counts.max() - counts.min() <= 1  # floor or ceil of S B / n
+        assert counts.sum() == steps * batch
+    else:
+        assert counts.max() == 1  # a capped fraction of one epoch: no example twice
+    np.testing.assert_array_equal(s, training_stream(n, steps, batch, seed=0))
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def test_exact_match_by_hand():
+    assert normalise_answer("  Positive \n") == "positive"
+    assert normalise_answer(" The  Wild\tIslands ") == "the wild islands"
+    assert exact_match(" positive", "positive")
+    assert exact_match("The Wild Islands", "the wild  islands")
+    assert not exact_match("positive.", "positive")  # punctuation is not stripped
+    assert not exact_match("positive review", "positive")  # no prefix credit
+    assert not exact_match("", "no")
+
+
+def test_per_source_accuracy_by_hand():
+    preds = [{"source": "x", "correct": True}, {"source": "x", "correct": False}, {"source": "x", "correct": True},
+             {"source": "y", "correct": False}]
+    s = summarise_predictions(preds)
+    assert s["accuracy"] == {"x": pytest.approx(2 / 3), "y": 0.0}
+    assert s["n"] == {"x": 3, "y": 1}
+    assert s["macro"] == pytest.approx((2 / 3 + 0.0) / 2)  # mean over sources
+    assert s["micro"] == pytest.approx(2 / 4)  # over examples
+
+
+def test_aggregate_mean_and_sample_std():
+    runs = [{"arm": "random", "seed": s, "accuracy": {"x": a}, "macro": a, "n_train": 4, "train_time_s": 1.0}
+            for s, a in [(0, 0.2), (1, 0.4), (2, 0.6)]]
+    agg = aggregate(runs)["random"]
+    assert agg["accuracy"]["x"]["mean"] == pytest.approx(0.4)
+    assert agg["accuracy"]["x"]["std"] == pytest.approx(0.2)  # sqrt(((-.2)^2 + 0 + .2^2) / 2)
+    assert (agg["macro"]["min"], agg["macro"]["max"]) == (0.2, 0.6)
+
+
+def test_eval_examples_fixed_sample_per_source():
+    recs = [{"source": s, "id": f"{s}{i}"} for s in ("b", "a") for i in range(5)]
+    ev = eval_examples(recs, per_source=3, seed=0)
+    assert [r["source"] for r in ev] == ["a"] * 3 + ["b"] * 3
+    assert ev == eval_examples(recs, per_source=3, seed=0)
+    assert len(eval_examples(recs, per_source=10, seed=0)) == 10  # all of each source
+
+
+def test_config_validation_and_fast_mode(monkeypatch):
+    with pytest.raises(ValueError, match="arms"):
+        ExperimentConfig(arms=("coreset", "oracle"))
+    with pytest.raises(ValueError, match="budget"):
+        ExperimentConfig(budget=1.5)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        ExperimentConfig(steps=5, warmup_steps=5)
+    with pytest.raises(ValueError, match="finetune"):
+        ExperimentConfig(finetune="adapters")
+    monkeypatch.setenv("LABCORE_FAST", "1")
+    fast = default_config(task="topic")
+    assert fast.steps < ExperimentConfig().steps and fast.seeds == (0,) and fast.task == "topic"
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def _synthetic_instructions() -> list[dict]:
+    """2 tasks x 2 sources; task "mood" answers are one word, the other task's a digit."""
+    rows = []
+    words = ["sunny day", "rainy night", "happy song", "sad story", "bright smile", "dark cloud"]
+    for i in range(60):
+        w = words[i % len(words)]
+        split = "test" if i % 6 == 5 else "train"
+        rows.append({"id": f"m1:{i}:0", "task": "mood", "source": "m1", "split": split,
+                     "instruction": f"Is '{w}' happy or sad?", "output": "happy" if i % 2 == 0 else "sad"})
+        rows.append({"id": f"m2:{i}:0", "task": "mood", "source": "m2", "split": split,
+                     "instruction": f"Mood of {w}? good/bad", "output": "good" if i % 2 == 0 else "bad"})
+        rows.append({"id": f"c:{i}:0", "task": "count", "source": "c", "split": split,
+                     "instruction": f"How many words in '{w}'?", "output": "2"})
+    return rows
+
+
+def test_fast_run_writes_every_arm_and_source(tmp_path, tiny_model_dir):
+    records = _synthetic_instructions()
+    train = [r for r in records if r["split"] == "train"]
+    emb = _clustered(len(train), d=16, centres=3, seed=1)
+    cfg = ExperimentConfig(task="mood", budget=0.1, n_clusters=3, model=str(tiny_model_dir), seeds=(0, 1),
+                           steps=3, warmup_steps=1, batch_size=4, eval_per_source=3, max_new_tokens=3,
+                           device="cpu", cache=False)
+    res = run_experiment(cfg, tmp_path, records=records, embeddings=emb, progress=False)
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["finished"] and (tmp_path / "results.md").is_file()
+    assert set(saved["arms"]) == set(ARMS) and "base" in saved
+    assert saved["eval_n"] == {"m1": 3, "m2": 3}
+    for arm, a in saved["arms"].items():
+        assert set(a["accuracy"]) == {"m1", "m2"} and a["seeds"] == [0, 1]
+    assert len(saved["runs"]) == 1 + len(ARMS) * 2  # base + every arm for every seed
+
+    # the arms trained on the expected subsets of the task's train examples, for exactly S steps each
+    task_train = [r["id"] for r in train if r["task"] == "mood"]
+    sel = select_coreset(emb, [r["task"] for r in train], "mood", 0.1, n_clusters=3, random_state=0, device="cpu")
+    coreset_ids = [train[int(i)]["id"] for i in sel.selected_indices]
+    assert saved["selection"]["coreset_ids"] == coreset_ids
+    for run in saved["runs"]:
+        if run["arm"] == "base":
+            assert run["n_train"] == 0
+            continue
+        assert run["steps"] == 3 and run["examples_seen"] == 12
+        if run["arm"] == "full":
+            assert run["n_train"] == len(task_train) and run["capped"]
+        else:
+            assert run["n_train"] == len(coreset_ids) == 10  # round(0.1 * 100 train examples of "mood")
+            assert set(run["train_ids"]) <= set(task_train)
+        if run["arm"] == "coreset":
+            assert run["train_ids"] == coreset_ids
+    rand = {r["seed"]: set(r["train_ids"]) for r in saved["runs"] if r["arm"] == "random"}
+    assert rand[0] != rand[1]
+    assert res["runs"][0]["arm"] == "base"
+    md = (tmp_path / "results.md").read_text()
+    assert "| coreset |" in md and "| full |" in md and "Covering radius" in md
