@@ -198,6 +198,7 @@ def test_nearest_style_picks_the_most_overlapping_reference():
     assert nearest_style("sorry, i can't do that", refs) == "refusal"
     assert nearest_style("happy to help: rinse the rice", refs) == "polite"
     assert nearest_style("", refs) == "empty"
+    assert nearest_style("Wow.", refs) == "unmatched"  # no overlap: not silently the first (best) style
 
 
 @pytest.mark.skipif(not (DEFAULT_OUT.parent.parent / "dialogues" / "paraphrase_test.jsonl.gz").exists(),
