@@ -620,6 +620,14 @@ def add_train_rm_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
+def _display_path(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (shipped reports name no machine's folders)."""
+    from labcore.utils import REPO_ROOT
+
+    p = Path(path).expanduser().resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(path)
+
+
 def run_train_rm(args: argparse.Namespace) -> dict:
     """Train, save to ``--out``, evaluate, write ``OUT/report.json`` and print the findings.
 
@@ -641,7 +649,8 @@ def run_train_rm(args: argparse.Namespace) -> dict:
     rm, fit = train_reward_model(train, eval_pairs=test or None, epochs=epochs, lr=args.lr,
                                  batch_size=args.batch_size, hidden=args.hidden, encoder=args.encoder,
                                  seed=args.seed, device=args.device, progress=not args.no_progress)
-    report: dict = {"train_file": str(args.train), "test_file": str(args.test), "fast_mode": fast, "fit": fit}
+    train_name, test_name = _display_path(args.train), (_display_path(args.test) if args.test else None)
+    report: dict = {"train_file": train_name, "test_file": test_name, "fast_mode": fast, "fit": fit}
     rm.cache = True  # fixed evaluation sets: reuse the embedding cache
     if test:
         report["test"] = {"n_pairs": len(test), "pair_accuracy": pair_accuracy(rm, test)}
@@ -655,7 +664,7 @@ def run_train_rm(args: argparse.Namespace) -> dict:
         report["analysis"] = analyse_reward(rm, requests)
     rm.cache = False
     out = Path(args.out)
-    summary = {"train": {"file": str(args.train), "n_pairs": len(train), "epochs": epochs,
+    summary = {"train": {"file": train_name, "n_pairs": len(train), "epochs": epochs,
                          "train_acc": fit["train_acc"]}}
     if test:
         summary["test"] = report["test"]
