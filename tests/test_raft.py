@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from conftest import make_model, make_tokenizer
 from labcore.raft import (PRESETS, RAFTConfig, apply_discard, discard_mask, plot_metrics, preset_config,
-                          prompt_indices, raft, read_metrics, repetition_rate, results_table, run_raft,
-                          run_raft_table, add_raft_args, add_raft_table_args, select_global, select_local)
+                          prompt_indices, raft, repetition_rate, results_table, run_raft, add_raft_args,
+                          select_global, select_local)
 
 NEG = float("-inf")
 FIELDS = {"iteration", "reward_onpolicy", "reward_selected", "eval_reward", "distinct_2", "mean_length", "ppl",
@@ -179,9 +179,9 @@ def test_results_table_and_doc_update(full_run, tmp_path):
     assert "| tiny-sentiment | base |" in table and "RAFT (2 it.)" in table
     doc = tmp_path / "doc.md"
     doc.write_text("intro\n<!-- raft-table:begin -->\nold\n<!-- raft-table:end -->\noutro\n")
-    parser = argparse.ArgumentParser()
-    add_raft_table_args(parser)
-    run_raft_table(parser.parse_args(["--run", f"tiny-sentiment={out / 'metrics.jsonl'}", "--update", str(doc)]))
+    from labcore.cli import main  # through the real CLI: its handler lives in args.run, ours must not clash
+
+    main(["raft-table", "--run", f"tiny-sentiment={out / 'metrics.jsonl'}", "--update", str(doc)])
     text = doc.read_text()
     assert "\nold\n" not in text and table in text and text.startswith("intro") and text.endswith("outro\n")
 
