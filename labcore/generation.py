@@ -51,6 +51,12 @@ class _TurnEnd(StoppingCriteria):
         return done
 
 
+def turn_marker_ids(tokenizer) -> list[int] | None:
+    """Token ids of the turn markers when each is a single token (the tiny world's tokenizer), else None (GPT-2)."""
+    ids = [tokenizer(m, add_special_tokens=False)["input_ids"] for m in TURN_MARKERS]
+    return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+
+
 def _truncate_left(ids: list[int], keep: int) -> list[int]:
     return ids[-keep:] if keep > 0 and len(ids) > keep else ids
 
@@ -112,8 +118,12 @@ def generate(
     keep = (context - max_new_tokens) if context else 0
     if context and keep < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {context}")
+    # a turn ends at EOS or a new speaker tag: single-token tags simply join EOS as stop tokens (cheap); multi-token
+    # tags (GPT-2, Pythia) are found by decoding the tail of each row after every step (_TurnEnd)
+    markers = turn_marker_ids(tokenizer) if stop_at_turn else None
+    stop_ids = [eos_id] + (markers or [])
     sampling = dict(do_sample=do_sample, num_return_sequences=num_samples, max_new_tokens=max_new_tokens,
-                    pad_token_id=pad_id, eos_token_id=eos_id)
+                    pad_token_id=pad_id, eos_token_id=stop_ids if markers else eos_id)
     if do_sample:
         sampling.update(temperature=temperature, top_k=top_k, top_p=top_p)
     sampling.update(generate_kwargs)
@@ -127,20 +137,21 @@ def generate(
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)  # (b, T) left-padded
         attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-        stop = StoppingCriteriaList([_TurnEnd(tokenizer, width, stop_at_turn)])
+        stop = StoppingCriteriaList([_TurnEnd(tokenizer, width, stop_at_turn and markers is None)])
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, stopping_criteria=stop, **sampling)
         new = out[:, width:]  # (b * K, new) — cut by token position
         for row in range(new.shape[0]):
             tokens = new[row].tolist()
-            hit_eos = eos_id in tokens
-            if hit_eos:
-                tokens = tokens[:tokens.index(eos_id)]
+            end = next((j for j, t in enumerate(tokens) if t in stop_ids), None)  # first EOS / marker token
+            hit_stop = end is not None
+            if hit_stop:
+                tokens = tokens[:end]
             text, ended = cut_turn(tokenizer.decode(tokens, skip_special_tokens=True)) if stop_at_turn else \
                 (tokenizer.decode(tokens, skip_special_tokens=True), False)
             i, k = divmod(row, num_samples)
             results.append({
                 "prompt_index": start + i, "sample_index": k, "prompt": chunk[i], "response": text,
-                "finished": bool(hit_eos or ended), "num_tokens": len(tokens),
+                "finished": bool(hit_stop or ended), "num_tokens": len(tokens),
             })
     model.train(was_training)
     return results
