@@ -1165,7 +1165,7 @@ it = iter(flat_r)
 train_data = [{"query": r["query"], "responses": r["responses"], "scores": [next(it) for _ in r["responses"]]}
               for r in train_q]
 
-cfg = RRHFConfig(learning_rate=1e-3, num_epochs=1, queries_per_step=8, per_device_batch_size=8, max_length=MAX_LEN,
+cfg = RRHFConfig(learning_rate=2e-4, num_epochs=1, queries_per_step=8, per_device_batch_size=8, max_length=MAX_LEN,
                  lr_scheduler="constant", warmup_ratio=0.0, use_lora=True, lora_r=16, lora_alpha=32,
                  share_query_prefix=True, seed=0)
 print(cfg)
@@ -1211,7 +1211,7 @@ def rrhf_step_loss(m, batch, config=cfg):
     fwd = rrhf_forward(m, batch, config.length_penalty, share_query_prefix=config.share_query_prefix)
     out = rrhf_loss(fwd.scores, fwd.token_logp, batch["response_mask"], batch["rewards"], config.rrhf_weight,
                     config.sft_reduction, config.batch_reduction)
-    return out.loss, {"rank": float(out.rank), "sft": float(out.sft)}
+    return out.loss, {"rank": float(out.rank.detach()), "sft": float(out.sft.detach())}
 
 
 logs = []
@@ -1401,6 +1401,12 @@ for task, by_model in samples.items():
     display(pd.DataFrame({"prompt": tasks[task]["prompts"][:5], **{k: v[:5] for k, v in by_model.items()}}))
 '''),
     md(r"""
+Read the dialogue table column by column: the aligned models were trained to raise `reward` (the learned `tiny-rm`),
+and `gold` is the judge they never saw. If `reward` rose much more than `gold` — and the replies repeat a few stock
+phrases (low distinct-2) — the policy has learned what the reward model *likes* rather than what is *good*: the
+cracks found in notebook 02. That is reward hacking, and the next section provokes it on purpose.
+"""),
+    md(r"""
 ## 3. Reward hacking and diversity
 
 A reward is a *proxy* for what we want. Optimise it hard enough and the policy finds what the proxy rewards but we
@@ -1464,20 +1470,19 @@ dialogue = chat_name is None or "sentiment" not in chat_name
 def chat(message, history=(), use_adapter=True, seed=0, max_new_tokens=48, show=True):
     """One assistant turn, streamed; history is a list of (user, assistant) pairs. Returns the reply."""
     prompt = format_chat([*history, message]) if dialogue else message
-    state = None
+    state, label = None, f"**{'aligned' if use_adapter else 'base'}:** "
+    handle = display(Markdown(label), display_id=True) if show else None
     for state in stream_generate(chat_model, tok, prompt, max_new_tokens=max_new_tokens, temperature=0.7,
                                  top_p=0.9, seed=seed, use_adapter=use_adapter, stop_at_turn=dialogue):
-        if show:
-            print("\r" + state.text, end="", flush=True)  # redraw the line as tokens arrive
-    if show:
-        print()
+        if handle is not None:
+            handle.update(Markdown(label + state.text))  # redrawn as tokens arrive
     return state.text if state else ""
 
 
 print(f"chat model: tiny + {chat_name or '(no adapter: base only)'}")
 message = "how do I keep my houseplants alive?" if dialogue else "The acting in this film"
+display(Markdown(f"**user:** {message}"))
 for on in (False, True):
-    print(f"--- adapter {'on ' if on else 'off'}:", end=" ")
     chat(message, use_adapter=on)
 '''),
     md(r"""
@@ -1487,9 +1492,9 @@ Multi-turn: pass the history as `(user, assistant)` pairs; the prompt is the HH 
     code(r'''
 if dialogue:
     history = [(message, chat(message, show=False))]
-    print("user:", message, "\nassistant:", history[0][1])
+    display(Markdown(f"**user:** {message}\n\n**assistant:** {history[0][1]}"))
     follow_up = "and what about watering them?"
-    print("user:", follow_up, "\nassistant:", end=" ")
+    display(Markdown(f"**user:** {follow_up}"))
     chat(follow_up, history=history)
 '''),
     md(r"""
