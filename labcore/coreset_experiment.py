@@ -248,6 +248,26 @@ def eval_examples(test_records: Sequence[dict[str, Any]], per_source: int, seed:
     return out
 
 
+def majority_baseline(train_records: Sequence[dict[str, Any]], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Accuracy per source of always answering the source's most frequent train output (no model): the floor a
+    tuned model must beat to show it reads the input. Ties go to the alphabetically first output.
+
+    Args:
+        train_records: the task's train examples (fields source, output).
+        examples: the evaluation examples.
+    Returns:
+        {source: accuracy} over the sources of ``examples``.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for r in train_records:
+        c = counts.setdefault(r["source"], {})
+        key = normalise_answer(r["output"])
+        c[key] = c.get(key, 0) + 1
+    mode = {s: min(c, key=lambda k: (-c[k], k)) for s, c in counts.items()}
+    return summarise_predictions([{"source": r["source"], "correct": mode.get(r["source"]) ==
+                                   normalise_answer(r["output"])} for r in examples])["accuracy"]
+
+
 @torch.no_grad()
 def evaluate(model, tokenizer, examples: Sequence[dict[str, Any]], max_new_tokens: int = 8,
              batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
@@ -275,15 +295,27 @@ def evaluate(model, tokenizer, examples: Sequence[dict[str, Any]], max_new_token
 
 
 def summarise_predictions(preds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per-source exact-match accuracy of scored predictions (dicts with "source" and "correct")."""
+    """Per-source exact-match accuracy of scored predictions (dicts with "source" and "correct").
+
+    When the dicts also carry "prediction" and "output", ``in_label_set`` is the share of predictions per source
+    whose normal form is one of the source's gold answers in ``preds`` (the answer format was learned, right or
+    wrong).
+    """
     hits: dict[str, list[bool]] = {}
     for p in preds:
         hits.setdefault(p["source"], []).append(bool(p["correct"]))
     acc = {s: float(np.mean(h)) for s, h in sorted(hits.items())}
-    return {"accuracy": acc, "n": {s: len(h) for s, h in sorted(hits.items())},
-            "macro": float(np.mean(list(acc.values()))) if acc else float("nan"),
-            "micro": float(np.mean([p["correct"] for p in preds])) if preds else float("nan"),
-            "predictions": list(preds)}
+    out = {"accuracy": acc, "n": {s: len(h) for s, h in sorted(hits.items())},
+           "macro": float(np.mean(list(acc.values()))) if acc else float("nan"),
+           "micro": float(np.mean([p["correct"] for p in preds])) if preds else float("nan"),
+           "predictions": list(preds)}
+    if preds and all("prediction" in p and "output" in p for p in preds):
+        labels: dict[str, set[str]] = {}
+        for p in preds:
+            labels.setdefault(p["source"], set()).add(normalise_answer(p["output"]))
+        out["in_label_set"] = {s: float(np.mean([normalise_answer(p["prediction"]) in labels[s]
+                                                 for p in preds if p["source"] == s])) for s in acc}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -391,6 +423,8 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                     "capped": any(r.get("capped", False) for r in rows),
                     "train_time_s": float(np.mean([r.get("train_time_s", 0.0) for r in rows])),
                     "loss_last": float(np.mean([r.get("loss_last", float("nan")) for r in rows]))}
+        if all("in_label_set" in r for r in rows):
+            out[arm]["in_label_set"] = {s: float(np.mean([r["in_label_set"][s] for r in rows])) for s in sources}
     return out
 
 
@@ -451,16 +485,23 @@ def _run(config: ExperimentConfig, out: Path, records, embeddings, progress: boo
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "rule": (f"every arm: {config.steps} optimiser steps x batch {config.batch_size} "
                  f"({config.steps * config.batch_size} examples seen), same lr schedule and seeds"),
-        "selection": selection, "eval_n": _source_counts(evalset), "runs": [], "arms": {},
+        "selection": selection, "eval_n": _source_counts(evalset),
+        "majority": majority_baseline([r for r in train if r["task"] == config.task], evalset),
+        "runs": [], "arms": {},
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "device": str(resolve_device(config.device)), "threads": torch.get_num_threads()},
         "finished": False,
     }
 
+    predictions: list[dict[str, Any]] = []
+
     def save() -> None:
         results["arms"] = aggregate([r for r in results["runs"] if r["arm"] != "base"])
         results["wall_clock_s"] = time.perf_counter() - t_start
         write_results(results, out)
+        from labcore.datasets import write_jsonl
+
+        write_jsonl(out / "predictions.jsonl.gz", predictions)  # every greedy answer of every run
 
     # The floor: the base model without tuning.
     jobs = [("base", config.seeds[0])] + [(arm, s) for s in config.seeds for arm in config.arms]
@@ -483,9 +524,10 @@ def _run(config: ExperimentConfig, out: Path, records, embeddings, progress: boo
         t0 = time.perf_counter()
         ev = evaluate(model, tok, evalset, config.max_new_tokens, config.eval_batch_size)
         row = {"arm": arm, "seed": seed, **info, "eval_time_s": time.perf_counter() - t0,
-               "accuracy": ev["accuracy"], "macro": ev["macro"], "micro": ev["micro"], "train_ids": train_ids,
-               "predictions_head": ev["predictions"][:3]}
+               "accuracy": ev["accuracy"], "macro": ev["macro"], "micro": ev["micro"],
+               "in_label_set": ev["in_label_set"], "train_ids": train_ids, "predictions_head": ev["predictions"][:3]}
         results["runs"].append(row)
+        predictions += [{"arm": arm, "seed": seed, **p} for p in ev["predictions"]]
         if arm == "base":
             results["base"] = {"accuracy": ev["accuracy"], "macro": ev["macro"], "micro": ev["micro"]}
         del model
@@ -522,12 +564,22 @@ def results_markdown(results: dict[str, Any]) -> str:
         b = results["base"]
         lines.append("| base (no tuning) | 1 | 0 | 0 | " + " | ".join(f"{b['accuracy'][s]:.3f}" for s in sources)
                      + f" | {b['macro']:.3f} | – | – |")
+    if "majority" in results:
+        m = results["majority"]
+        lines.append("| majority label (no model) | – | – | – | " + " | ".join(f"{m[s]:.3f}" for s in sources)
+                     + f" | {np.mean([m[s] for s in sources]):.3f} | – | – |")
     for arm, a in results["arms"].items():
         n = len(a["seeds"])
         epochs = f"{a['epochs']:.2f}" + (" (capped)" if a["capped"] else "")
         lines.append(f"| {arm} | {n} | {a['n_train']} | {epochs} | "
                      + " | ".join(_pm(a["accuracy"][s], n) for s in sources)
                      + f" | {_pm(a['macro'], n)} | {a['loss_last']:.3f} | {a['train_time_s']:.0f} |")
+    valid = [(r["arm"], r["in_label_set"]) for r in results["runs"] if r["arm"] == "base" and "in_label_set" in r]
+    valid += [(arm, a["in_label_set"]) for arm, a in results["arms"].items() if "in_label_set" in a]
+    if valid:
+        lines += ["", "Share of answers that are one of the source's labels (format learned, right or wrong; mean "
+                      "over seeds): " + "; ".join(f"{arm} " + ", ".join(f"{v[s]:.2f}" for s in sources)
+                                                  for arm, v in valid)]
     lines += ["", "Per run (macro accuracy): " + ", ".join(
         f"{r['arm']}/{r['seed']} {r['macro']:.3f}" for r in results["runs"]), ""]
     lines += ["Training-set sources (run of the first seed):", ""]
@@ -614,5 +666,5 @@ if __name__ == "__main__":
 
 
 __all__ = ["ARMS", "ExperimentConfig", "default_config", "arm_indices", "training_stream", "normalise_answer",
-           "exact_match", "eval_examples", "evaluate", "train_arm", "run_experiment", "aggregate",
+           "exact_match", "eval_examples", "majority_baseline", "evaluate", "train_arm", "run_experiment", "aggregate",
            "results_markdown", "write_results", "add_coreset_experiment_args", "run_coreset_experiment"]

@@ -17,6 +17,7 @@ from labcore.coreset_experiment import (
     default_config,
     eval_examples,
     exact_match,
+    majority_baseline,
     normalise_answer,
     run_experiment,
     summarise_predictions,
@@ -201,6 +202,29 @@ def test_fast_run_writes_every_arm_and_source(tmp_path, tiny_model_dir):
             assert run["train_ids"] == coreset_ids
     rand = {r["seed"]: set(r["train_ids"]) for r in saved["runs"] if r["arm"] == "random"}
     assert rand[0] != rand[1]
+    assert set(saved["majority"]) == {"m1", "m2"}
+    import gzip
+
+    with gzip.open(tmp_path / "predictions.jsonl.gz", "rt") as f:
+        preds = [json.loads(line) for line in f]
+    assert len(preds) == len(saved["runs"]) * 6  # every answer of every run
+    assert all(set(r["in_label_set"]) == {"m1", "m2"} for r in saved["runs"])
     assert res["runs"][0]["arm"] == "base"
     md = (tmp_path / "results.md").read_text()
     assert "| coreset |" in md and "| full |" in md and "Covering radius" in md
+
+
+def test_majority_baseline_by_hand():
+    train = [{"source": "x", "output": "Yes"}, {"source": "x", "output": "yes "}, {"source": "x", "output": "no"},
+             {"source": "y", "output": "b"}, {"source": "y", "output": "a"}]  # y: a tie, "a" wins
+    ev = [{"source": "x", "output": "yes"}, {"source": "x", "output": "no"}, {"source": "y", "output": "a"}]
+    assert majority_baseline(train, ev) == {"x": 0.5, "y": 1.0}
+
+
+def test_in_label_set_by_hand():
+    preds = [{"source": "x", "output": "yes", "prediction": " Yes", "correct": True},
+             {"source": "x", "output": "no", "prediction": "yes", "correct": False},  # a label, the wrong one
+             {"source": "x", "output": "no", "prediction": "maybe", "correct": False},  # not a label
+             {"source": "y", "output": "a", "prediction": "yes", "correct": False}]  # x's label, not y's
+    s = summarise_predictions(preds)
+    assert s["in_label_set"] == {"x": pytest.approx(2 / 3), "y": 0.0}
