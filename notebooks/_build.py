@@ -1116,168 +1116,115 @@ print(f"L_rank = {float(loss.rank):.3f}   L_ft = {float(loss.sft):.3f}")
 ## 3. Where the responses come from
 
 RRHF accepts responses from **any** sampling policy $\rho_i$ (paper Table 1): the dataset's responses (written by
-people), samples from the initial model, from the model being trained (online), or from other LLMs. Here, for a few
-test queries: the dataset's styles plus two samples of the tiny base model, all scored by the same reward
-(`tiny-rm`). Mixing sources is what lets RRHF learn from responses the model would never produce itself.
+people), samples or beam-search outputs of the initial model, of the model being trained (online, IP-$n$), or of
+other LLMs. `labcore.rrhf_train.collect` gathers them from a list of *sources* (`PolicySamples`, `FixedResponses`,
+or any function), drops duplicates and scores every response with one reward, whatever its source — here the
+learned `tiny-rm`. Diverse beam search (`decoding="diverse_beam"`, the paper's DP) picks, group after group, the best
+token minus a penalty for tokens earlier groups chose (Vijayakumar et al. 2016). Mixing sources is what lets RRHF
+learn from responses the model would never produce itself.
 """),
-    code(r'''
-from labcore.generation import generate
+    code(r"""
 from labcore.rewards import get_reward
+from labcore.rrhf_train import FixedResponses, PolicySamples, collect
 
 reward = get_reward(str(DATA_DIR / "models" / "tiny-rm"))
-gold = get_reward("gold")
 queries = [r["query"] for r in rrhf_test[:3]]
-samples = generate(model, tok, queries, num_samples=2, max_new_tokens=48, top_p=0.9, seed=0)
-rows = []
-for i, rec in enumerate(rrhf_test[:3]):
-    for y in rec["responses"]:
-        rows.append({"query": i, "source": "dataset", "response": y})
-    for s in samples[2 * i: 2 * i + 2]:
-        rows.append({"query": i, "source": "base model sample", "response": s["response"]})
-src = pd.DataFrame(rows)
-src["reward (tiny-rm)"] = reward([queries[i] for i in src["query"]], list(src["response"])).numpy().round(2)
-display(src[src["query"] == 0])
-'''),
+sources = [
+    FixedResponses.from_rrhf(DATA_DIR / "dialogues" / "rrhf_test.jsonl.gz", name="dataset"),
+    PolicySamples(model, tok, num_samples=2, decoding="sample", temperature=0.8, max_new_tokens=48, name="sample"),
+    PolicySamples(model, tok, num_samples=2, decoding="beam", num_beams=4, max_new_tokens=48, name="beam"),
+    PolicySamples(model, tok, num_samples=4, decoding="diverse_beam", diversity_penalty=1.0, max_new_tokens=48,
+                  name="diverse beam"),
+]
+records = collect(queries, sources, reward)
+src = pd.DataFrame([{"query": i, "source": s, "response": y, "reward (tiny-rm)": round(r, 2)}
+                    for i, rec in enumerate(records)
+                    for y, r, s in zip(rec["responses"], rec["scores"], rec["sources"])])
+print(repr(queries[0]))
+display(src[src["query"] == 0].sort_values("reward (tiny-rm)", ascending=False))
+"""),
     md(r"""
 ## 4. Training
 
-One optimiser step = a few queries with their $k$ responses: `build_rrhf_batch` → `rrhf_forward` → `rrhf_loss`
-(Eq. 5), through a `labcore.training.Learner` (AdamW, schedule, clipping, accumulation; `accelerate launch` for
-several GPUs). The responses here are the dataset's styles scored by `tiny-rm` (the learned reward, as in the paper;
-the file's own `scores` give the style order instead). The base model is trained with a LoRA adapter
-(`RRHFConfig.use_lora`), with `share_query_prefix=True`: each query runs once and its $k$ responses reuse its
-key/value cache.
+`labcore.rrhf_train.rrhf_pipeline` collects the records with a Table 1 policy, then trains with
+`train_rrhf`: each optimiser step takes `queries_per_step` queries with their $k$ responses through
+`build_rrhf_batch` → `rrhf_forward` → `rrhf_loss` (Eq. 5) on a `labcore.training.Learner` (AdamW, schedule,
+clipping, gradient accumulation; `accelerate launch` for several GPUs), and evaluates like RAFT on held-out
+prompts: `eval_reward` (tiny-rm), `gold`, `ppl` of held-out best responses, `distinct_2`, and `rank_acc`, the share
+of held-out response pairs that $p_i$ orders as the reward does. The preset `tiny-helpful` (policy BP: beam search
+by the base model + the dataset's styled answers, LoRA on the tiny base), at notebook size:
 """),
-    code(r'''
-import random
+    code(r"""
+import tempfile
+from dataclasses import asdict
 
-from labcore.models import add_lora
-from labcore.rrhf import RRHFConfig
-from labcore.training import Learner, OptimConfig
+from labcore.rrhf_train import make_experiment, metrics_table, preset_configs, rrhf_pipeline
 
-n_train = 48 if FAST else 480
-train_q = random.Random(0).sample(rrhf_train, n_train)
-# re-score the dataset responses with the learned reward (RRHF ranks by R(x, y), whatever R is)
-flat_q = [r["query"] for r in train_q for _ in r["responses"]]
-flat_y = [y for r in train_q for y in r["responses"]]
-flat_r = reward(flat_q, flat_y).tolist()
-it = iter(flat_r)
-train_data = [{"query": r["query"], "responses": r["responses"], "scores": [next(it) for _ in r["responses"]]}
-              for r in train_q]
-
-cfg = RRHFConfig(learning_rate=2e-4, num_epochs=1, queries_per_step=8, per_device_batch_size=8, max_length=MAX_LEN,
-                 lr_scheduler="constant", warmup_ratio=0.0, use_lora=True, lora_r=16, lora_alpha=32,
-                 share_query_prefix=True, seed=0)
-print(cfg)
-'''),
-    code(r'''
-from labcore.rrhf import rrhf_score
-from labcore.metrics import distinct_n
-from labcore.models import format_chat
-from labcore.reward_model import style_pairs
-from labcore.tinyworld import load_requests
-
-test_req = load_requests("test")[: (24 if FAST else 120)]
-eval_queries = [format_chat(r["request"]) for r in test_req]
-
-
-def evaluate(m, seed=1234):
-    """Gold and tiny-rm of sampled replies to held-out requests, and p_i as a reward model (style-pair accuracy)."""
-    out = generate(m, tok, eval_queries, max_new_tokens=48, top_p=0.9, seed=seed)
-    replies = [o["response"] for o in out]
-    hits = []
-    for rec in test_req[:12]:
-        pairs = style_pairs([rec])
-        ys = sorted({p["chosen"] for p in pairs} | {p["rejected"] for p in pairs})
-        s = dict(zip(ys, rrhf_score(m, tok, format_chat(rec["request"]), ys)))
-        hits += [s[p["chosen"]] > s[p["rejected"]] for p in pairs]
-    return {"gold": float(gold(eval_queries, replies).mean()), "tiny-rm": float(reward(eval_queries, replies).mean()),
-            "distinct-2": distinct_n(replies, 2), "p_i pair accuracy": float(np.mean(hits))}, replies
-
-
-before, replies_before = evaluate(model)
-print("before:", {k: round(v, 3) for k, v in before.items()})
-'''),
-    code(r'''
-from labcore.models import adapter_disabled
-
-policy = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
-learner = Learner(policy, OptimConfig(lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                      max_grad_norm=cfg.max_grad_norm), seed=cfg.seed)
-
-
-def rrhf_step_loss(m, batch, config=cfg):
-    """Eq. 5 on one micro-batch (the model's forward + the pure loss functions of labcore.rrhf)."""
-    fwd = rrhf_forward(m, batch, config.length_penalty, share_query_prefix=config.share_query_prefix)
-    out = rrhf_loss(fwd.scores, fwd.token_logp, batch["response_mask"], batch["rewards"], config.rrhf_weight,
-                    config.sft_reduction, config.batch_reduction)
-    return out.loss, {"rank": float(out.rank.detach()), "sft": float(out.sft.detach())}
-
-
-logs = []
+run, cfg = preset_configs("tiny-helpful", num_threads=1,
+                          **({} if FAST else dict(queries=96, eval_prompts=48, ppl_examples=48, heldout_queries=32)))
+print("run:", {k: v for k, v in asdict(run).items() if k in ("policy", "queries", "num_samples", "dataset_responses")})
+print("train:", {k: v for k, v in asdict(cfg).items() if k in ("learning_rate", "num_epochs", "queries_per_step",
+                                                               "max_length", "use_lora", "length_penalty")})
+exp = make_experiment("tiny-helpful", run, cfg)
+out_dir = tempfile.mkdtemp(prefix="labcore-nb04-")
 t = time.perf_counter()
-for epoch in range(cfg.num_epochs):
-    order = random.Random(epoch).sample(train_data, len(train_data))
-    for s in range(0, len(order), cfg.per_device_batch_size):
-        chunk = order[s:s + cfg.per_device_batch_size]
-        batch = build_rrhf_batch(tok, [c["query"] for c in chunk], [c["responses"] for c in chunk], cfg.max_length,
-                                 [c["scores"] for c in chunk])
-        logs.append(learner.step({k: v.to(learner.device) for k, v in batch.items()}, rrhf_step_loss))
-print(f"{len(logs)} steps in {time.perf_counter() - t:.0f} s")
-curve = pd.DataFrame(logs)[["loss", "rank", "sft"]].reset_index(names="step")
-px.line(curve, x="step", y=["loss", "rank", "sft"], title="RRHF training: L = L_rank + L_ft").show()
-trained = learner.unwrapped()
-del learner
-'''),
+rows = rrhf_pipeline(run, cfg, out_dir, exp, progress=False)
+print(f"collected and trained in {time.perf_counter() - t:.0f} s -> {out_dir}")
+hist = pd.DataFrame(rows)
+display(hist[[c for c in ("step", "loss", "rank_loss", "sft_loss", "eval_reward", "gold", "ppl", "distinct_2",
+                          "rank_acc") if c in hist]].round(3))
+px.line(hist, x="step", y=[c for c in ("eval_reward", "gold", "rank_acc", "distinct_2") if c in hist], markers=True,
+        title="RRHF on the tiny world: held-out metrics per evaluation").show()
+"""),
     md(r"""
-*Note for maintainers:* the loop above is glue around `labcore.rrhf` (the training loop and response collection of
-the library were still being written when this notebook was made); once `labcore.rrhf` ships its own `train`
-function, this cell is the place to call it.
-
 ## 5. After training — and RRHF as a reward model
 
-The trained policy should sample better replies (gold, tiny-rm), and its own scores $p_i$ should now rank the styles
-of a held-out request in the right order (paper §3.2, Table 5: an RRHF model is itself a reward model):
+The trained policy is a LoRA adapter in `OUT/final`. Side by side with the base model (the same weights with the
+adapter switched off) on held-out requests, and its own scores $p_i$ on the styles of one held-out request — a good
+reward model scores them in decreasing order (paper §3.2, Table 5: an RRHF-trained model is itself a reward model):
 """),
-    code(r'''
-after, replies_after = evaluate(trained)
-display(pd.DataFrame([before, after], index=["base", "RRHF"]).round(3))
-display(pd.DataFrame({"request": [r["request"] for r in test_req[:6]], "base": replies_before[:6],
-                      "RRHF": replies_after[:6]}))
+    code(r"""
+from labcore.generation import generate
+from labcore.models import adapter_disabled, format_chat
+from labcore.rrhf import rrhf_score
+from labcore.tinyworld import load_requests
+
+display(Markdown(metrics_table({"RRHF (tiny-helpful)": rows})))
+trained, _ = load_model("tiny", adapter=f"{out_dir}/final")
+test_req = load_requests("test")[:6]
+prompts = [format_chat(r["request"]) for r in test_req]
+with adapter_disabled(trained):  # the same weights without the adapter = the base model
+    before = [o["response"] for o in generate(trained, tok, prompts, max_new_tokens=48, top_p=0.9, seed=3)]
+after = [o["response"] for o in generate(trained, tok, prompts, max_new_tokens=48, top_p=0.9, seed=3)]
+display(pd.DataFrame({"request": [r["request"] for r in test_req], "base": before, "RRHF": after}))
 
 rec = test_req[0]
 ys = [" " + rec["responses"][s] for s in rec["responses"]]  # styles best first
-with adapter_disabled(trained):  # the same weights without the adapter = the base model
+with adapter_disabled(trained):
     p_base = rrhf_score(trained, tok, format_chat(rec["request"]), ys)
 p_rrhf = rrhf_score(trained, tok, format_chat(rec["request"]), ys)
-display(Markdown(f"**{rec['request']}** — styles best first; a good reward model scores them in decreasing order"))
+display(Markdown(f"**{rec['request']}**"))
 display(pd.DataFrame({"style": list(rec["responses"]), "p_i base": np.round(p_base, 3), "p_i RRHF": np.round(p_rrhf, 3)}))
-'''),
+"""),
     md(r"""
 ## Exercises
 
-1. Set `rrhf_weight=0` (SFT on the best response only, the paper's ablation in Table 7) and train again. What
-   happens to the `p_i pair accuracy`?
+1. Set `rrhf_weight=0` (SFT on the best response only, the paper's ablation in Table 7) and train again on the same
+   records. What happens to `rank_acc` and to `gold`?
 2. Show with `ranking_loss` that swapping the rewards of two responses with equal scores $p_i = p_j$ leaves the loss
    unchanged. Why does the hinge have no margin, and what would a margin change?
-3. With `length_penalty` $\alpha = 0$, which style does the *base* model score highest on `test_req[0]`? And with
+3. With `length_penalty` $\alpha = 0$, which style does the *base* model score highest on the first test request? And with
    $\alpha = 2$?
 """),
     *solution(r'''
-# 1. no ranking loss: only L_ft trains (one Learner at a time: accelerate's state is per process)
-from dataclasses import replace
+# 1. no ranking loss: SFT on the best response only, on the SAME collected records
+from labcore.datasets import load_rrhf
 
-cfg0 = replace(cfg, rrhf_weight=0.0)
-m0, _ = load_model("tiny")
-l0 = Learner(add_lora(m0, r=16, alpha=32), OptimConfig(lr=cfg0.learning_rate), seed=0)
-for s in range(0, len(train_data), cfg0.per_device_batch_size):
-    chunk = train_data[s:s + cfg0.per_device_batch_size]
-    b = build_rrhf_batch(tok, [c["query"] for c in chunk], [c["responses"] for c in chunk], MAX_LEN,
-                         [c["scores"] for c in chunk])
-    l0.step(b, lambda m, b: rrhf_step_loss(m, b, cfg0))
-print("SFT only:", {k: round(v, 3) for k, v in evaluate(l0.unwrapped())[0].items()})
-print("RRHF:    ", {k: round(v, 3) for k, v in after.items()})
-del l0
+run0, cfg0 = preset_configs("tiny-helpful", num_threads=1, rrhf_weight=0.0,
+                            **({} if FAST else dict(queries=96, eval_prompts=48, ppl_examples=48, heldout_queries=32)))
+rows0 = rrhf_pipeline(run0, cfg0, tempfile.mkdtemp(prefix="labcore-nb04-sft-"), exp,
+                      records=load_rrhf(f"{out_dir}/data_1.jsonl"), progress=False)
+display(Markdown(metrics_table({"RRHF": rows, "L_ft only (rrhf_weight=0)": rows0})))
 ''', "Solution 1"),
     *solution(r'''
 # 2. equal scores: every hinge max(0, p_i - p_j) is 0 whatever the rewards
@@ -1288,6 +1235,8 @@ print(float(ranking_loss(s, torch.tensor([[0.0, 1.0, 2.0]]))), float(ranking_los
     *solution(r'''
 # 3. alpha moves long responses up
 fresh, _ = load_model("tiny")
+rec = load_requests("test")[0]
+ys = [" " + rec["responses"][s] for s in rec["responses"]]
 for a in (0.0, 1.0, 2.0):
     sc = rrhf_score(fresh, tok, format_chat(rec["request"]), ys, length_penalty=a)
     print(f"alpha={a}: highest = {list(rec['responses'])[int(np.argmax(sc))]}")
