@@ -1160,8 +1160,8 @@ from dataclasses import asdict
 
 from labcore.rrhf_train import make_experiment, metrics_table, preset_configs, rrhf_pipeline
 
-run, cfg = preset_configs("tiny-helpful", num_threads=1,
-                          **({} if FAST else dict(queries=96, eval_prompts=48, ppl_examples=48, heldout_queries=32)))
+SIZES = {} if FAST else dict(eval_prompts=64, ppl_examples=64, heldout_queries=32)  # the preset's training sizes
+run, cfg = preset_configs("tiny-helpful", num_threads=1, **SIZES)
 print("run:", {k: v for k, v in asdict(run).items() if k in ("policy", "queries", "num_samples", "dataset_responses")})
 print("train:", {k: v for k, v in asdict(cfg).items() if k in ("learning_rate", "num_epochs", "queries_per_step",
                                                                "max_length", "use_lora", "length_penalty")})
@@ -1220,8 +1220,7 @@ display(pd.DataFrame({"style": list(rec["responses"]), "p_i base": np.round(p_ba
 # 1. no ranking loss: SFT on the best response only, on the SAME collected records
 from labcore.datasets import load_rrhf
 
-run0, cfg0 = preset_configs("tiny-helpful", num_threads=1, rrhf_weight=0.0,
-                            **({} if FAST else dict(queries=96, eval_prompts=48, ppl_examples=48, heldout_queries=32)))
+run0, cfg0 = preset_configs("tiny-helpful", num_threads=1, rrhf_weight=0.0, **SIZES)
 rows0 = rrhf_pipeline(run0, cfg0, tempfile.mkdtemp(prefix="labcore-nb04-sft-"), exp,
                       records=load_rrhf(f"{out_dir}/data_1.jsonl"), progress=False)
 display(Markdown(metrics_table({"RRHF": rows, "L_ft only (rrhf_weight=0)": rows0})))
