@@ -625,7 +625,8 @@ class RRHFConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Reserved for the integrator (issue 6): the training loop (AdamW + schedule + accumulation over
-# RRHFConfig.gradient_accumulation_steps, LoRA wrapping from the lora_* fields), response collection with the
-# sampling policies of Table 1, and the CLI subcommand. Nothing here yet: the functions above are the whole API.
+# The loop lives in labcore/rrhf_train.py (so this file stays the math a student reads beside the paper): response
+# collection with the sampling policies of Table 1 (BP, DP, D, IP-n), train_rrhf on labcore.training.Learner
+# (accumulation over RRHFConfig.gradient_accumulation_steps, LoRA from the lora_* fields, checkpoints and resume),
+# the presets and the `labcore rrhf` / `labcore compare` commands.
 # ----------------------------------------------------------------------------------------------------------------
