@@ -140,6 +140,12 @@ MODULE_COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "raft": ("labcore.raft", "add_raft_args", "run_raft", "RAFT: sample, reward, keep the best, fine-tune, repeat"),
     "raft-table": ("labcore.raft", "add_raft_table_args", "run_raft_table",
                    "the reward / perplexity table of RAFT runs (base vs RAFT)"),
+    "rrhf": ("labcore.rrhf_train", "add_rrhf_args", "run_rrhf",
+             "RRHF: collect ranked responses (BP/DP/D, IP-n) and train with L_rank + L_ft"),
+    "compare": ("labcore.rrhf_train", "add_compare_args", "run_compare",
+                "tiny-world comparison: base, SFT-best, RAFT, RRHF-BP, RRHF-IP-2 -> docs/results/comparison.md"),
+    "coreset-experiment": ("labcore.coreset_experiment", "add_coreset_experiment_args", "run_coreset_experiment",
+                           "the 0.5%% experiment: instruction-tune on the core-set vs random 0.5%% vs all task data"),
     "app": ("labcore.app.ui", "add_app_args", "run_app", "open the Gradio app"),
 }
 

@@ -363,7 +363,8 @@ def rrhf_forward(
         response_logits_only: apply the LM head only at positions that predict response tokens (default; assumes
             logits = ``get_output_embeddings()(last hidden state)``, true for GPT-2, Pythia, OPT, Llama, Qwen;
             not for models that rescale or soft-cap logits, nor for peft prompt-learning methods). False runs the
-            plain ``model(...).logits`` over every position.
+            plain ``model(...).logits`` over every position; so does a DDP-wrapped model (multi-process training),
+            whose gradients are all-reduced only through its own forward.
         share_query_prefix: run each query through the model ONCE and its K responses on top of its key/value
             cache (two forwards instead of one over K copies of the query; same assumption on the LM head).
             Identical results in eval mode; in training mode the query's dropout masks are shared by its K
@@ -372,6 +373,10 @@ def rrhf_forward(
     Returns:
         ``RRHFForward(token_logp (B, K, T) float32, scores (B, K) float32)``.
     """
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        # DDP all-reduces gradients only through its own forward, so under `accelerate launch` with several processes
+        # the two shortcuts (which call the backbone and the LM head directly) give way to the plain model(...) path
+        response_logits_only = share_query_prefix = False
     if share_query_prefix:
         if not response_logits_only:
             raise ValueError("share_query_prefix needs response_logits_only=True")

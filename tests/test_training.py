@@ -79,12 +79,12 @@ def test_config_validation():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["full", "lora"])
+@pytest.mark.parametrize("mode", ["full", "lora", "rrhf"])
 def test_two_process_ddp_step_identical_weights(tmp_path, mode):
     """`accelerate launch` with 2 CPU processes (gloo): different data per rank, identical weights after the step."""
     accelerate = Path(sys.executable).parent / "accelerate"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    port = str(29500 + os.getpid() % 1000 + (mode == "lora"))
+    port = str(29500 + os.getpid() % 1000 + ["full", "lora", "rrhf"].index(mode))
     # accelerate's own CPU launcher needs MPI; --multi_gpu uses torchrun, and the Learner picks gloo on the CPU
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
