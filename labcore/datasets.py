@@ -128,6 +128,17 @@ def write_jsonl(path: str | Path, records: list[dict] | Iterator[dict]) -> Path:
     return p
 
 
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one record to a JSON-lines log (e.g. ``metrics.jsonl``), creating the file if needed."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All records of a JSON-lines file (``.jsonl`` / ``.jsonl.gz`` / ``.json``), validated as in :func:`iter_records`."""
+    return [rec for _, rec in iter_records(path)]
+
+
 def _str_field(path, line, rec, name) -> str:
     if name not in rec:
         raise DataFormatError(path, line, name, "missing field")
@@ -269,5 +280,5 @@ def load_prompts(path: str | Path, field_name: str | None = None) -> list[dict]:
     return out
 
 
-__all__ = ["DataFormatError", "LoadReport", "iter_records", "write_jsonl", "split_transcript", "detect_format",
+__all__ = ["DataFormatError", "LoadReport", "iter_records", "write_jsonl", "append_jsonl", "read_jsonl", "split_transcript", "detect_format",
            "read_preferences", "load_preferences", "load_rrhf", "load_prompts", "HUMAN", "ASSISTANT"]

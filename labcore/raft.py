@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from labcore.utils import DATA_DIR, fast_mode
+from labcore.datasets import append_jsonl, read_jsonl as read_metrics  # metrics.jsonl rows
 
 SELECTIONS = ("local", "global")
 LENGTH_DRAWS = ("batch", "iteration")
@@ -553,17 +554,6 @@ def _build_policy(config: RAFTConfig):
     return model, tok
 
 
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` (one per iteration, 0 = base model)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 _RESUME_FREE = ("iterations", "device", "num_threads")  # fields a resumed run may change
 
 
@@ -641,7 +631,7 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: RAFTTask, reward_fn
         row = {"iteration": 0, "reward_onpolicy": None, "reward_selected": None, "n_selected": 0,
                "discarded": 0, "sft_loss": None, **evaluate(policy, tok, task, reward_fn, config, gold_fn)}
         row["seconds"] = time.time() - t0
-        _append_jsonl(metrics_path, row)
+        append_jsonl(metrics_path, row)
     (out / "raft_config.json").write_text(json.dumps(asdict(config), indent=1))
 
     P, K = config.prompts_per_iteration, config.samples_per_prompt
@@ -681,7 +671,7 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: RAFTTask, reward_fn
                "sft_loss": _mean(last_epoch),
                **evaluate(policy, tok, task, reward_fn, config, gold_fn)}
         row["seconds"] = time.time() - t0
-        _append_jsonl(metrics_path, row)
+        append_jsonl(metrics_path, row)
         # checkpoint written to a temporary folder, then swapped in: a kill never leaves a half checkpoint
         tmp = out / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

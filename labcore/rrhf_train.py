@@ -50,6 +50,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from labcore.rrhf import RRHFConfig, build_rrhf_batch, rrhf_forward, rrhf_loss
 from labcore.utils import DATA_DIR, fast_mode
+from labcore.datasets import append_jsonl, read_jsonl as read_metrics  # metrics.jsonl rows
 
 POLICIES = ("BP", "DP", "D")
 DECODINGS = ("sample", "beam", "diverse_beam")
@@ -363,17 +364,6 @@ def build_policy(model: str, config: RRHFConfig, start_from: str | Path | None =
     return policy, tok
 
 
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a ``metrics.jsonl``."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _save_final(policy, tok, final: Path, model: str) -> Path:
     from labcore.models import save_policy
 
@@ -459,7 +449,7 @@ def train_rrhf(config: RRHFConfig, records: Sequence[dict], out_dir: str | Path,
                **{k: (acc[k] / n if acc["n"] else None) for k in ("loss", "rank_loss", "sft_loss", "train_rank_acc")},
                **_evaluate(policy, tok, eval_task, eval_config, reward_fn, gold_fn, heldout, config),
                "seconds": time.time() - t0}
-        _append_jsonl(metrics_path, row)
+        append_jsonl(metrics_path, row)
         acc.update(loss=0.0, rank_loss=0.0, sft_loss=0.0, train_rank_acc=0.0, n=0)
         if progress:
             shown = {k: round(v, 3) for k, v in row.items() if isinstance(v, float) and k != "seconds"}
