@@ -40,12 +40,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from labcore.generation import generate
+from labcore.models import TURN_MARKERS, format_chat
 from labcore.utils import DATA_DIR, fast_mode, resolve_device, set_seed
 
 EOS_TOKEN = "<|endoftext|>"
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
-TURN_MARKERS = (HUMAN, ASSISTANT)
 DEFAULT_OUT = DATA_DIR / "models" / "tiny-base"
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "pretrain_log.jsonl"
@@ -533,81 +532,6 @@ def pretrain(
 # --------------------------------------------------------------------------------------------------------------------
 # Evaluation of the base model (the numbers of the datasheet)
 # --------------------------------------------------------------------------------------------------------------------
-def format_prompt(request: str) -> str:
-    """One-turn HH prompt: ``"\\n\\nHuman: {request}\\n\\nAssistant:"`` (the reply starts after the colon)."""
-    return f"{HUMAN} {request}{ASSISTANT}"
-
-
-def split_turn(continuation: str) -> tuple[str, bool]:
-    """Cut a sampled continuation at the end of the assistant's turn.
-
-    The turn ends at ``<|endoftext|>`` or where the model starts the next human turn (``"\\n\\nHuman:"``).
-
-    Args:
-        continuation: decoded new tokens, special tokens kept.
-    Returns:
-        (reply text without the end marker, stripped; whether the turn ended inside the continuation).
-    """
-    cut = [i for i in (continuation.find(EOS_TOKEN), continuation.find(HUMAN)) if i >= 0]
-    if not cut:
-        return continuation.strip(), False
-    return continuation[: min(cut)].strip(), True
-
-
-@torch.no_grad()
-def sample_continuations(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    top_p: float = 0.9,
-    batch_size: int = 32,
-    stop_at_turn_end: bool = True,
-) -> list[str]:
-    """Sample one continuation per prompt with ``model.generate`` (left padding, batched).
-
-    Args:
-        model: causal LM (eval mode is set here).
-        tokenizer: its tokenizer (pad = eos).
-        prompts: prompt strings.
-        max_new_tokens: generation length cap.
-        temperature, top_p: nucleus sampling (no top-k).
-        batch_size: prompts per ``generate`` call.
-        stop_at_turn_end: also stop at the ``"\\n\\nHuman:"`` token when it is a single token.
-    Returns:
-        the decoded new tokens of each prompt, special tokens kept (so ``split_turn`` can see ``<|endoftext|>``).
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation appends on the right, so pad on the left
-    eos = tokenizer.eos_token_id
-    stop = [eos]
-    human_ids = tokenizer(HUMAN, add_special_tokens=False)["input_ids"]
-    if stop_at_turn_end and len(human_ids) == 1:
-        stop.append(human_ids[0])
-    max_new_tokens = min(max_new_tokens, model.config.n_positions // 2)  # tiny fast-mode contexts
-    max_prompt = model.config.n_positions - max_new_tokens
-    out: list[str] = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i:i + batch_size]), return_tensors="pt", padding=True,
-                            add_special_tokens=False)
-            ids, mask = enc["input_ids"][:, -max_prompt:], enc["attention_mask"][:, -max_prompt:]  # (b, P)
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                                 temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-                                 eos_token_id=stop, pad_token_id=eos)  # (b, P + new)
-            new = gen[:, ids.shape[1]:]  # (b, new): strip the prompt by position, never by string replacement
-            for row in new.tolist():
-                # Everything after the first stop token is padding added by generate for finished rows.
-                end = next((j + 1 for j, t in enumerate(row) if t in stop), len(row))
-                out.append(tokenizer.decode(row[:end], skip_special_tokens=False))
-    finally:
-        tokenizer.padding_side = old_side
-    return out
-
-
 def _read_jsonl_gz(path: Path) -> list[dict]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -654,8 +578,10 @@ def _gold_scorer() -> Callable | None:
 
 def _dialogue_report(model, tokenizer, rows: list[dict], n: int, rng: random.Random, gen_kwargs: dict) -> dict:
     rows = rng.sample(rows, min(n, len(rows)))
-    continuations = sample_continuations(model, tokenizer, [format_prompt(r["request"]) for r in rows], **gen_kwargs)
-    replies, ended = zip(*(split_turn(c) for c in continuations))
+    prompts = [format_chat(r["request"]) for r in rows]
+    samples = generate(model, tokenizer, prompts, **gen_kwargs)  # cut at EOS or a new turn, by token position
+    replies = [s["response"].strip() for s in samples]
+    ended = [s["finished"] for s in samples]
     styles = [nearest_style(rep, r["responses"]) for rep, r in zip(replies, rows)]
     counts = {s: styles.count(s) / len(styles) for s in sorted(set(styles))}
     report = {"n": len(rows), "turn_end_rate": float(np.mean(ended)), "style_mix": counts,
@@ -664,7 +590,6 @@ def _dialogue_report(model, tokenizer, rows: list[dict], n: int, rng: random.Ran
                            for r, rep, e, s in list(zip(rows, replies, ended, styles))[:4]]}
     gold = _gold_scorer()
     if gold is not None:
-        prompts = [format_prompt(r["request"]) for r in rows]
         scores = np.array(gold(prompts, list(replies)), dtype=float)
         # Headroom: the rubric's score of the best reference style (responses are stored best first).
         best = np.array(gold(prompts, [next(iter(r["responses"].values())) for r in rows]), dtype=float)
@@ -728,6 +653,8 @@ def evaluate_base(
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(dev).eval()
     set_seed(seed)
     rng = random.Random(seed)
+    half = model.config.n_positions // 2  # tiny fast-mode contexts: leave room for the prompt
+    max_new_tokens, review_new_tokens = min(max_new_tokens, half), min(review_new_tokens, half)
     gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size)
 
     test_blocks = pack_blocks(tokenizer, _load_texts("test", 0), model.config.n_positions)
@@ -744,9 +671,9 @@ def evaluate_base(
     reviews = [r for r in _read_jsonl_gz(data_dir / "reviews.jsonl.gz") if r.get("split") == "test"]
     reviews = rng.sample(reviews, min(n_reviews, len(reviews)))
     openings = [opening_prompt(r["text"]) for r in reviews]
-    conts = sample_continuations(model, tokenizer, openings, max_new_tokens=review_new_tokens, temperature=temperature,
-                                 top_p=top_p, batch_size=batch_size, stop_at_turn_end=False)
-    conts = [c.split(EOS_TOKEN)[0] for c in conts]
+    conts = [s["response"] for s in generate(model, tokenizer, openings, max_new_tokens=review_new_tokens,
+                                             temperature=temperature, top_p=top_p, batch_size=batch_size,
+                                             stop_at_turn=False)]
     vader = SentimentIntensityAnalyzer()
     compound = np.array([vader.polarity_scores(c)["compound"] for c in conts])
     report["reviews"] = {"n": len(reviews), "vader_mean": float(compound.mean()), "vader_std": float(compound.std()),

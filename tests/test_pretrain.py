@@ -11,9 +11,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from labcore.models import ASSISTANT, HUMAN  # noqa: E402
 from labcore.pretrain import (  # noqa: E402
-    ASSISTANT, DEFAULT_OUT, EOS_TOKEN, HUMAN, MAX_PARAMS, PretrainConfig, build_model, gpt2_num_params, lr_lambda,
-    nearest_style, pack_blocks, pretrain, split_turn, train_tokenizer,
+    DEFAULT_OUT, EOS_TOKEN, MAX_PARAMS, PretrainConfig, build_model, gpt2_num_params, lr_lambda,
+    nearest_style, pack_blocks, pretrain, train_tokenizer,
 )
 
 
@@ -183,14 +184,6 @@ def test_wall_clock_budget_stops_saves_and_resumes(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Evaluation helpers
 # ---------------------------------------------------------------------------------------------------------------
-def test_split_turn_cuts_at_eos_or_next_human_turn():
-    assert split_turn(f" sure, rinse it.{EOS_TOKEN}") == ("sure, rinse it.", True)
-    assert split_turn(f" no.{HUMAN} why?{EOS_TOKEN}") == ("no.", True)
-    assert split_turn(f" a{EOS_TOKEN} b{HUMAN}") == ("a", True)
-    assert split_turn(" and then and then") == ("and then and then", False)
-    assert split_turn("\n\nHuman without colon") == ("Human without colon", False)
-
-
 def test_nearest_style_picks_the_most_overlapping_reference():
     refs = {"polite": "happy to help! rinse the rice first.", "rude": "ugh. just google it.",
             "refusal": "sorry, i can't help with that."}
