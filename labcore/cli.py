@@ -97,7 +97,8 @@ def _add_select(sub) -> None:
     p = sub.add_parser("select", help="core-set selection (K-means task centre + KCenterGreedy) for one task",
                        description="Chen et al. 2023, 'Maybe Only 0.5%% Data is Needed': embed, cluster, pick the "
                                    "task centre, then KCenterGreedy up to the budget.")
-    p.add_argument("--data", default="data/instructions.jsonl.gz", help="instruction set (.jsonl / .jsonl.gz)")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "data" / "instructions.jsonl.gz"),
+                   help="instruction set (.jsonl / .jsonl.gz; default: the tiny world's)")
     p.add_argument("--task", required=True, help="target task (the records' 'task' field)")
     p.add_argument("--budget", default="0.005", help="a count (e.g. 50) or a fraction (e.g. 0.005); default 0.005")
     p.add_argument("--clusters", type=int, default=32, help="K of K-means (default 32)")
@@ -118,7 +119,8 @@ def _run_select(args) -> None:
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="rebuild the tiny world's data files byte-identically (or print their --stats)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0: the committed files)")
-    p.add_argument("--out", default="data", help="output folder (default data/)")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "data"),
+                   help="output folder (default: the repository's data/)")
     p.add_argument("--stats", action="store_true", help="print the datasheet's numbers instead of writing files")
     p.set_defaults(run=_run_data)
 
