@@ -1,7 +1,8 @@
 """Exercise every GPU path of labcore on one CUDA GPU and compare with the CPU; print a table.
 
 Paths: bf16 generation and response log-probs, a LoRA training step under bf16 autocast (accelerate), the sentence
-encoder, KCenterGreedy (exact: identical picks), the RRHF step, and RAFT / SFT when those modules are present.
+encoder, KCenterGreedy (exact: identical picks), the RRHF step, and the RAFT and RRHF loops (fast mode, run end to
+end on the GPU in their own processes).
 Each check compares the GPU result with the same computation in float32 on the CPU, within a stated tolerance.
 On a machine without a GPU it says so and exits 0. Takes well under 5 minutes on one GPU.
 
@@ -173,14 +174,46 @@ def rrhf_check():
     return ok, f"loss/rank/sft cpu {c[0]:.3f}/{c[1]:.3f}/{c[2]:.3f} vs gpu {g[0]:.3f}/{g[1]:.3f}/{g[2]:.3f}"
 
 
+def _fast_run(command: str) -> tuple[bool, str]:
+    """``labcore COMMAND --preset tiny-sentiment`` in fast mode on the GPU, in its own process (accelerate's state
+    is one per process); checks that it finished and logged finite metrics."""
+    import json
+    import math
+    import subprocess
+    import tempfile
+
+    out = tempfile.mkdtemp()
+    env = {**os.environ, "LABCORE_FAST": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-m", "labcore.cli", command, "--preset", "tiny-sentiment", "--out", out,
+                           "--device", GPU], env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return False, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+    rows = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
+    finite = all(math.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
+    last = rows[-1]
+    return finite and (Path(out) / "final").is_dir(), (f"{len(rows)} metrics rows, final eval reward "
+                                                       f"{last.get('eval_reward', float('nan')):.3f}, finite={finite}")
+
+
+@check("RAFT loop (fast mode, tiny-sentiment)")
+def raft_check():
+    return _fast_run("raft")
+
+
+@check("RRHF collection + training (fast mode, tiny-sentiment)")
+def rrhf_train_check():
+    return _fast_run("rrhf")
+
+
 GPU = "cuda"
+CHECKS = (gen_check, lora_check, embed_check, kcenter_check, rrhf_check, raft_check, rrhf_train_check)
 
 
 def main() -> int:
     global GPU
     if "--dry-run" in sys.argv:  # exercise the script's code on the CPU (the CPU stands in for the GPU)
         GPU = "cpu"
-        for fn in (gen_check, lora_check, embed_check, kcenter_check, rrhf_check):
+        for fn in CHECKS:
             fn()
         for name, ok, detail, secs in RESULTS:
             print(f"{name}: {ok} {detail} ({secs:.1f}s)")
@@ -191,7 +224,7 @@ def main() -> int:
         print("gpu=none checks=0 failed=0")
         return 0
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported()}")
-    for fn in (gen_check, lora_check, embed_check, kcenter_check, rrhf_check):
+    for fn in CHECKS:
         fn()
     width = max(len(r[0]) for r in RESULTS)
     print(f"\n{'check':<{width}}  result   seconds  detail")
