@@ -9,6 +9,7 @@ Data: N unit vectors in d = 384 (random Gaussian directions, the worst case for 
 normalised), K = 500, Euclidean metric, same start index for both.
 
 Memory is the peak process RSS above the value at the start of each variant, sampled every 2 ms by a thread
+in a separate, untimed run of that variant (the baseline's over its first 10 steps, where its peak is reached)
 (``/proc/self/statm``; it covers numpy, torch and BLAS buffers alike; glibc is told to return freed blocks of
 64 KiB or more to the OS, so that one variant's freed memory does not hide the next one's). The baseline's float64 copy of X counts, as it
 is part of what it needs. The memory-bandwidth floor uses the read bandwidth of a large numpy ``sum`` measured in this
@@ -79,14 +80,16 @@ class ClassicKCenterGreedy:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def release_freed_memory_to_os() -> None:
-    """glibc: serve allocations >= 64 KiB by mmap (returned to the OS on free), so RSS tracks live memory."""
+def set_malloc(track_rss: bool) -> None:
+    """glibc. track_rss=True: serve allocations >= 64 KiB by mmap (returned to the OS on free), so RSS tracks live
+    memory (for the memory runs). False: keep freed blocks up to 32 MiB in the heap for reuse, as glibc's dynamic
+    threshold does after warm-up (for the timed runs: no page faults on every temporary)."""
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 16 if track_rss else 1 << 25)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 16 if track_rss else 1 << 26)  # M_TRIM_THRESHOLD
     except OSError:  # not glibc: RSS deltas may then undercount reused memory
         pass
 
@@ -149,7 +152,6 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [10_000] if args.quick else [10_000, 100_000]
 
-    release_freed_memory_to_os()
     bw = read_bandwidth()
     print(f"measured read bandwidth: {bw / 1e9:.1f} GB/s (np.sum over 512 MiB); K={K}, d={D}, metric=euclidean")
     header = (f"{'N':>7} {'data':>9} | {'baseline s':>11} {'MB':>6} {'floor%':>6} | {'labcore s':>9} {'MB':>6} "
@@ -157,41 +159,51 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     summary = {}
+    data = []
+    # memory first, in untimed runs with RSS tracking live memory (the baseline over its first 10 steps, where its
+    # peak is reached); then timing with the allocator set for reuse and no RSS sampler thread (it takes the GIL
+    # every 2 ms, which slows a loop of many small steps more than one of few large numpy calls)
+    set_malloc(track_rss=True)
     for n in sizes:
         for kind in ("random", "clustered"):
             X = make_data(n, kind)
             i0 = int(np.random.default_rng(1).integers(n))
-            # labcore (a warm-up fit on a slice first, so one-off torch start-up is not timed)
-            KCenterGreedy(budget=5, device=args.device).fit(X[:1000], initial=0)
+            KCenterGreedy(budget=5, device=args.device).fit(X[:1000], initial=0)  # one-off torch start-up
             with PeakRSS() as mem_l:
-                t = time.perf_counter()
-                km = KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)
-                t_lab = time.perf_counter() - t
-            # baseline (whole run, or a prefix of steps extrapolated to K)
-            steps = K if (n <= 10_000 or args.baseline_steps <= 0) else min(args.baseline_steps, K)
+                KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)
             with PeakRSS() as mem_b:
-                t = time.perf_counter()
-                base = ClassicKCenterGreedy(X).select_batch(i0, steps)
-                t_base = time.perf_counter() - t
-            extrapolated = steps < K
-            t_base_full = t_base * K / steps
-            identical = base == km.selected_indices_[:steps].tolist()
-            floor_base = K * n * D * 8 / bw  # K passes over float64 X
-            floor_fp32 = K * n * D * 4 / bw  # K passes over float32 X: floor of any per-step fp32 method
-            x_reads = km.stats_["rows_streamed"] / n  # how many times labcore read X (in rows) in all
-            speedup = t_base_full / t_lab
-            note = f" (extrapolated from {steps} steps)" if extrapolated else ""
-            print(f"{n:>7} {kind:>9} | {t_base_full:>11.2f} {mem_b.delta_mb:>6.0f} {100 * floor_base / t_base_full:>5.0f}% "
-                  f"| {t_lab:>9.2f} {mem_l.delta_mb:>6.0f} {x_reads:>7.1f} | {speedup:>6.1f}x {str(identical):>9}{note}")
-            print(f"{'':>19}labcore vs the fp32 per-step floor ({floor_fp32:.2f} s): {floor_fp32 / t_lab:.2f}x of it; "
-                  f"own reads {km.stats_['rows_streamed'] * D * 4 / 1e9:.2f} GB -> {km.stats_['rows_streamed'] * D * 4 / bw:.2f} s at "
-                  f"bandwidth; pairs screened {km.stats_['pairs_screened'] / km.stats_['brute_force_pairs']:.2f}x of "
-                  f"N*K, verified in float64 {km.stats_['pairs_verified']}")
-            tag = f"{n // 1000}k_{kind}"
-            summary[f"speedup_{tag}"] = f"{speedup:.1f}x"
-            summary[f"identical_{tag}"] = identical
-            summary[f"labcore_s_{tag}"] = f"{t_lab:.2f}"
-            summary[f"baseline_s_{tag}"] = f"{t_base_full:.2f}" + ("(extrapolated)" if extrapolated else "")
+                ClassicKCenterGreedy(X).select_batch(i0, 10)
+            data.append((n, kind, X, i0, mem_l.delta_mb, mem_b.delta_mb))
+    set_malloc(track_rss=False)
+    for n, kind, X, i0, mem_l_mb, mem_b_mb in data:
+        KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)  # warm the allocator's reuse
+        t = time.perf_counter()
+        km = KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)
+        t_lab = time.perf_counter() - t
+        # baseline: the whole run, or a prefix of steps extrapolated to K
+        steps = K if (n <= 10_000 or args.baseline_steps <= 0) else min(args.baseline_steps, K)
+        t = time.perf_counter()
+        base = ClassicKCenterGreedy(X).select_batch(i0, steps)
+        t_base = time.perf_counter() - t
+        extrapolated = steps < K
+        t_base_full = t_base * K / steps
+        identical = base == km.selected_indices_[:steps].tolist()
+        floor_base = K * n * D * 8 / bw  # K passes over float64 X
+        floor_fp32 = K * n * D * 4 / bw  # K passes over float32 X: floor of any per-step fp32 method
+        x_reads = km.stats_["rows_streamed"] / n  # how many times labcore read X (in rows) in all
+        speedup = t_base_full / t_lab
+        note = f" (extrapolated from {steps} steps)" if extrapolated else ""
+        print(f"{n:>7} {kind:>9} | {t_base_full:>11.2f} {mem_b_mb:>6.0f} {100 * floor_base / t_base_full:>5.0f}% "
+              f"| {t_lab:>9.2f} {mem_l_mb:>6.0f} {x_reads:>7.1f} | {speedup:>6.1f}x {str(identical):>9}{note}")
+        print(f"{'':>19}labcore vs the fp32 per-step floor ({floor_fp32:.2f} s): {floor_fp32 / t_lab:.2f}x of it; "
+              f"own reads {km.stats_['rows_streamed'] * D * 4 / 1e9:.2f} GB -> {km.stats_['rows_streamed'] * D * 4 / bw:.2f} s at "
+              f"bandwidth; pairs screened {km.stats_['pairs_screened'] / km.stats_['brute_force_pairs']:.2f}x of "
+              f"N*K, verified in float64 {km.stats_['pairs_verified']}")
+        tag = f"{n // 1000}k_{kind}"
+        summary[f"speedup_{tag}"] = f"{speedup:.1f}x"
+        summary[f"identical_{tag}"] = identical
+        summary[f"labcore_s_{tag}"] = f"{t_lab:.2f}"
+        summary[f"baseline_s_{tag}"] = f"{t_base_full:.2f}" + ("(extrapolated)" if extrapolated else "")
     print(f"labcore device: {km.device_}")
     print(" ".join(f"{k}={v}" for k, v in summary.items()) + f" identical={all(v for k, v in summary.items() if k.startswith('identical'))}")
 
