@@ -195,7 +195,8 @@ def stream_generate(
 
     A plain decoding loop with the KV cache, so that two streams (adapter on / adapter off) can share one copy of the
     weights and be interleaved step by step: each step runs under ``lock`` with the adapter switched as asked.
-    Setting ``stop_event`` cancels the stream before its next token.
+    Setting ``stop_event`` cancels the stream before its next token. The last state yielded is the final one (with
+    ``finished`` set when the turn ended or EOS came), so it may repeat the text of the state before it.
     """
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu")
