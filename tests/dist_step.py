@@ -53,3 +53,5 @@ result = {
 }
 with open(f"{out_dir}/rank{state.process_index}.json", "w") as f:
     json.dump(result, f)
+state.wait_for_everyone()
+state.end_training()  # destroy the process group before exit (an undestroyed gloo group can abort at teardown)
