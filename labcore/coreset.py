@@ -26,7 +26,6 @@ never enter the core-set, and caches K-means on disk next to the embeddings.
 """
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,31 +49,20 @@ def load_instruction_set(path: str | Path) -> list[dict[str, Any]]:
         The records, in file order (blank lines skipped).
     Raises:
         FileNotFoundError: no such file.
-        ValueError: bad JSON, a missing field or a wrong type; the message names the file, the line and the field.
+        labcore.datasets.DataFormatError (a ValueError): bad JSON, a missing field or a wrong type; the message
+            names the file, the line and the field.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"instruction set not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
+    from labcore.datasets import DataFormatError, iter_records  # lazy: keeps this module free of transformers
+
     records: list[dict[str, Any]] = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            for name in INSTRUCTION_FIELDS:
-                if name not in rec:
-                    raise ValueError(f"{path}:{lineno}: missing field {name!r}")
-                ok = isinstance(rec[name], (str, int)) if name == "id" else isinstance(rec[name], str)
-                if not ok:
-                    raise ValueError(f"{path}:{lineno}: field {name!r} must be a string, "
-                                     f"got {type(rec[name]).__name__}")
-            records.append(rec)
+    for lineno, rec in iter_records(path):  # invalid JSON / non-objects already name the file and line
+        for name in INSTRUCTION_FIELDS:
+            if name not in rec:
+                raise DataFormatError(path, lineno, name, "missing field")
+            ok = isinstance(rec[name], (str, int)) if name == "id" else isinstance(rec[name], str)
+            if not ok:
+                raise DataFormatError(path, lineno, name, f"must be a string, got {type(rec[name]).__name__}")
+        records.append(rec)
     if not records:
         raise ValueError(f"{path}: no records")
     return records

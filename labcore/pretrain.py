@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import math
 import os
@@ -532,11 +531,6 @@ def pretrain(
 # --------------------------------------------------------------------------------------------------------------------
 # Evaluation of the base model (the numbers of the datasheet)
 # --------------------------------------------------------------------------------------------------------------------
-def _read_jsonl_gz(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _words(text: str) -> list[str]:
     import re
 
@@ -663,12 +657,14 @@ def evaluate_base(
                                  "max_new_tokens": max_new_tokens, "seed": seed},
                     "heldout_ppl": block_perplexity(model, test_blocks, 16, ppl_blocks),
                     "heldout_blocks": min(len(test_blocks), ppl_blocks or len(test_blocks))}
-    requests = [r for r in _read_jsonl_gz(data_dir / "dialogues" / "requests.jsonl.gz") if r.get("split") == "test"]
-    paraphrases = _read_jsonl_gz(data_dir / "dialogues" / "paraphrase_test.jsonl.gz")
+    from labcore.tinyworld import load_paraphrases, load_requests, load_reviews
+
+    requests = load_requests("test", data_dir)
+    paraphrases = load_paraphrases(data_dir)
     report["test_requests"] = _dialogue_report(model, tokenizer, requests, n, rng, gen)
     report["paraphrases"] = _dialogue_report(model, tokenizer, paraphrases, n, rng, gen)
 
-    reviews = [r for r in _read_jsonl_gz(data_dir / "reviews.jsonl.gz") if r.get("split") == "test"]
+    reviews = load_reviews("test", data_dir)
     reviews = rng.sample(reviews, min(n_reviews, len(reviews)))
     openings = [opening_prompt(r["text"]) for r in reviews]
     conts = [s["response"] for s in generate(model, tokenizer, openings, max_new_tokens=review_new_tokens,

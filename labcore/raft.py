@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from labcore.utils import DATA_DIR, fast_mode
-from labcore.datasets import append_jsonl, read_jsonl as read_metrics  # metrics.jsonl rows
+from labcore.datasets import append_jsonl, read_jsonl as read_metrics, write_jsonl
 
 SELECTIONS = ("local", "global")
 LENGTH_DRAWS = ("batch", "iteration")
@@ -619,7 +619,7 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: RAFTTask, reward_fn
             raise ValueError(f"cannot resume {out}: the config changed ({diff}); only {_RESUME_FREE} may change")
         start = state["iteration"] + 1
         rows = [r for r in read_metrics(metrics_path) if r["iteration"] <= state["iteration"]]
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop a half-finished iteration
+        write_jsonl(metrics_path, rows)  # drop a half-finished iteration
         print(f"resuming {out} after iteration {state['iteration']}", file=sys.stderr)
     else:
         if resume:
@@ -653,9 +653,7 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: RAFTTask, reward_fn
         else:
             chosen = select_global(rewards[:, 0], config.raft_batch_size).tolist()  # K = 1: flat index = prompt
         selected = [{**rows[j], "reward": float(raw[j])} for j in chosen]
-        with open(out / f"selected_{t}.jsonl", "w", encoding="utf-8") as f:
-            for rec in selected:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        write_jsonl(out / f"selected_{t}.jsonl", selected)
         # 3. fine-tuning on the kept (x, y) pairs
         logs = []
         if selected:

@@ -204,14 +204,14 @@ def test_load_instruction_set_valid_and_errors(tmp_path):
 
     bad = tmp_path / "bad.jsonl.gz"
     write_gz(bad, [json.dumps(RECORD), json.dumps({k: v for k, v in RECORD.items() if k != "task"})])
-    with pytest.raises(ValueError, match=r"bad\.jsonl\.gz:2: missing field 'task'"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl\.gz, line 2, field 'task': missing field"):
         load_instruction_set(bad)
     write_gz(bad, [json.dumps({**RECORD, "output": 3})])
-    with pytest.raises(ValueError, match=r":1: field 'output' must be a string"):
+    with pytest.raises(ValueError, match=r", line 1, field 'output': must be a string"):
         load_instruction_set(bad)
     plain = tmp_path / "broken.jsonl"
     plain.write_text(json.dumps(RECORD) + "\n{not json\n")
-    with pytest.raises(ValueError, match=r"broken\.jsonl:2: invalid JSON"):
+    with pytest.raises(ValueError, match=r"broken\.jsonl, line 2: invalid JSON"):
         load_instruction_set(plain)
 
 
