@@ -24,7 +24,6 @@ import functools
 import hashlib
 import os
 import re
-import socket
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -71,25 +70,16 @@ def minilm_path() -> Path:
     return path
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """True if huggingface.co:443 accepts a TCP connection within ``timeout`` seconds (never hangs longer)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no"):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _resolve_model(model: str) -> tuple[str, bool]:
     """Map a model name to (path or Hub id, local_files_only)."""
     if model == MINILM:
         return str(minilm_path()), True
     if Path(model).expanduser().is_dir():
         return str(Path(model).expanduser().resolve()), True
+    from labcore.models import hub_reachable  # the one Hub check of labcore (immediate under HF_HUB_OFFLINE)
+
     # A Hub id: only try the network if it answers quickly, else fall back to the local HF cache.
-    return model, not _hub_reachable()
+    return model, not hub_reachable()
 
 
 @functools.lru_cache(maxsize=4)
