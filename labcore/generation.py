@@ -36,15 +36,13 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class _TurnEnd(StoppingCriteria):
-    """Per-row stop once a row has produced EOS or started a new turn (or a stop event is set)."""
+    """Per-row stop once a row has started a new turn (multi-token speaker tags: decode each row's tail)."""
 
-    def __init__(self, tokenizer, prompt_len: int, stop_at_turn: bool, stop_event: threading.Event | None = None):
-        self.tokenizer, self.prompt_len, self.stop_at_turn, self.stop_event = tokenizer, prompt_len, stop_at_turn, stop_event
+    def __init__(self, tokenizer, prompt_len: int, stop_at_turn: bool):
+        self.tokenizer, self.prompt_len, self.stop_at_turn = tokenizer, prompt_len, stop_at_turn
 
     def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        if self.stop_event is not None and self.stop_event.is_set():
-            return ~done
         if self.stop_at_turn:
             tails = self.tokenizer.batch_decode(input_ids[:, max(self.prompt_len, input_ids.shape[1] - 8):])
             done |= torch.tensor([any(m in t for m in TURN_MARKERS) for t in tails], device=input_ids.device)
