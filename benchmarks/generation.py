@@ -77,7 +77,8 @@ def main() -> None:
     from labcore.generation import generate
     from labcore.models import load_model
     from labcore.tinyworld import review_prompts
-    from labcore.utils import DATA_DIR, fast_mode, resolve_device
+    from labcore import DATA_DIR, fast_mode
+    from labcore.utils import resolve_device
 
     fast = fast_mode()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -40,7 +40,8 @@ def _add_generate(sub) -> None:
 def _run_generate(args) -> None:
     from labcore.datasets import load_prompts, write_jsonl
     from labcore.generation import generate
-    from labcore.models import format_chat, load_model
+    from labcore.formats import format_chat
+    from labcore.models import load_model
 
     if args.prompt is not None:
         prompts = [args.prompt]

@@ -55,7 +55,8 @@ from labcore.coreset import (
     select_coreset,
     stratified_baseline,
 )
-from labcore.utils import DATA_DIR, fast_mode, resolve_device
+from labcore import DATA_DIR, fast_mode
+from labcore.utils import resolve_device
 
 ARMS = ("coreset", "random", "stratified", "full")
 """The training sets compared, in table order (the untuned base model is always evaluated too)."""
@@ -221,7 +222,7 @@ def exact_match(prediction: str, gold: str) -> bool:
 
 def prompt_of(record: dict[str, Any]) -> str:
     """The training / evaluation prompt of an instruction example: its instruction as the Human turn."""
-    from labcore.models import format_chat
+    from labcore.formats import format_chat
 
     return format_chat(record["instruction"])
 

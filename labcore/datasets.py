@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from labcore.models import ASSISTANT, HUMAN, HubUnavailableError, OFFLINE_HINT, hub_reachable
+from labcore.formats import ASSISTANT, HUMAN, split_transcript
+from labcore.hub import OFFLINE_HINT, HubUnavailableError, hub_reachable
 
 
 class DataFormatError(ValueError):
@@ -145,19 +146,6 @@ def _str_field(path, line, rec, name) -> str:
     if not isinstance(rec[name], str):
         raise DataFormatError(path, line, name, f"expected a string, got {type(rec[name]).__name__}")
     return rec[name]
-
-
-def split_transcript(transcript: str) -> tuple[str, str]:
-    """Split an HH transcript into (prompt up to and including the last ``"\\n\\nAssistant:"``, final response).
-
-    Raises:
-        ValueError: the transcript has no Assistant turn.
-    """
-    i = transcript.rfind(ASSISTANT)
-    if i < 0:
-        raise ValueError("transcript has no '\\n\\nAssistant:' turn")
-    cut = i + len(ASSISTANT)
-    return transcript[:cut], transcript[cut:]
 
 
 def detect_format(rec: dict) -> str:

@@ -76,7 +76,7 @@ def _resolve_model(model: str) -> tuple[str, bool]:
         return str(minilm_path()), True
     if Path(model).expanduser().is_dir():
         return str(Path(model).expanduser().resolve()), True
-    from labcore.models import hub_reachable  # the one Hub check of labcore (immediate under HF_HUB_OFFLINE)
+    from labcore.hub import hub_reachable# the one Hub check of labcore (immediate under HF_HUB_OFFLINE)
 
     # A Hub id: only try the network if it answers quickly, else fall back to the local HF cache.
     return model, not hub_reachable()

@@ -10,7 +10,8 @@ from typing import Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from labcore.models import TURN_MARKERS, adapter_disabled, cut_turn
+from labcore.formats import TURN_MARKERS, cut_turn
+from labcore.models import adapter_disabled
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

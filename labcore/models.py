@@ -1,8 +1,5 @@
-"""Load causal LMs and tokenizers by preset or path; LoRA adapters through peft; the dialogue prompt format.
-
-One prompt format across labcore. GPT-2 and Pythia have no chat template, so we use Anthropic HH-RLHF's
-``"\\n\\nHuman: {message}\\n\\nAssistant:"`` (multi-turn capable). A turn ends at EOS or where the model starts a
-new ``"\\n\\nHuman:"`` (or, equally, a second ``"\\n\\nAssistant:"``: any new speaker tag ends the turn).
+"""Load causal LMs and tokenizers by preset or path; LoRA adapters through peft. (Prompt formats:
+:mod:`labcore.formats`.)
 
 Offline first: the preset ``tiny`` is the shipped model in ``data/models/tiny-base`` (made by ``labcore pretrain``).
 Hub presets (``gpt2``, ``pythia-*``) are used from the local Hugging Face cache when present; otherwise they need the
@@ -12,17 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from labcore.utils import DATA_DIR, resolve_device, resolve_dtype
-
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
+from labcore import DATA_DIR
+from labcore.hub import OFFLINE_HINT, HubUnavailableError, hub_reachable  # noqa: F401 (re-raised here)
+from labcore.utils import resolve_device, resolve_dtype
 
 #: Preset name -> local directory (offline) or Hugging Face Hub id (online).
 PRESETS: dict[str, str] = {
@@ -39,61 +34,6 @@ LORA_TARGETS: dict[str, list[str]] = {
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-
-OFFLINE_HINT = ("The Hugging Face Hub cannot be reached from here. Use the offline preset 'tiny' "
-                "(--model tiny), or a local Hugging Face directory (--model path/to/dir).")
-
-
-class HubUnavailableError(RuntimeError):
-    """A Hub-only model or dataset was asked for while the Hub cannot be reached."""
-
-
-def format_chat(turns: str | Sequence[tuple[str, str] | str]) -> str:
-    """Build an HH-format prompt that ends with ``"\\n\\nAssistant:"``, ready for the model to answer.
-
-    Args:
-        turns: one user message, or the dialogue so far: a list of ``(user, assistant)`` pairs followed by the final
-            user message (a plain string).
-    Returns:
-        ``"\\n\\nHuman: m1\\n\\nAssistant: a1\\n\\nHuman: m2\\n\\nAssistant:"``
-    """
-    if isinstance(turns, str):
-        turns = [turns]
-    parts = []
-    for turn in turns:
-        if isinstance(turn, str):
-            parts.append(f"{HUMAN} {turn.strip()}{ASSISTANT}")
-        else:
-            user, assistant = turn
-            parts.append(f"{HUMAN} {user.strip()}{ASSISTANT} {assistant.strip()}")
-    if not parts[-1].endswith(ASSISTANT):
-        raise ValueError("the last turn must be a user message (a plain string)")
-    return "".join(parts)
-
-
-TURN_MARKERS = (HUMAN, ASSISTANT)
-
-
-def cut_turn(text: str) -> tuple[str, bool]:
-    """Cut generated text where the model starts a new turn (a ``"\\n\\nHuman:"`` or ``"\\n\\nAssistant:"`` tag).
-
-    Returns:
-        (text before the first tag, whether a tag was found).
-    """
-    cuts = [i for i in (text.find(m) for m in TURN_MARKERS) if i >= 0]
-    return (text[:min(cuts)], True) if cuts else (text, False)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when huggingface.co answers on port 443 within ``timeout`` seconds (False at once under HF_HUB_OFFLINE)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("", "0"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
 
 def resolve_model_path(name_or_path: str) -> tuple[str, bool]:
     """Map a preset or path to what ``from_pretrained`` takes. Returns (path_or_id, is_local)."""

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 
 from labcore.generation import generate
-from labcore.models import TURN_MARKERS, format_chat
-from labcore.utils import DATA_DIR, fast_mode, resolve_device, set_seed
+from labcore.formats import TURN_MARKERS, format_chat
+from labcore import DATA_DIR, fast_mode
+from labcore.utils import resolve_device, set_seed
 
 EOS_TOKEN = "<|endoftext|>"
 DEFAULT_OUT = DATA_DIR / "models" / "tiny-base"

@@ -50,7 +50,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from labcore.utils import DATA_DIR, fast_mode
+from labcore import DATA_DIR, fast_mode
 from labcore.datasets import append_jsonl, read_jsonl as read_metrics, write_jsonl
 
 SELECTIONS = ("local", "global")
@@ -303,7 +303,7 @@ def tiny_sentiment_task(config: RAFTConfig, data: str | None = None) -> RAFTTask
 
 def tiny_helpful_task(config: RAFTConfig, data: str | None = None) -> RAFTTask:
     """Dialogue requests in chat format; ppl on the best-style responses of held-out test requests."""
-    from labcore.models import format_chat
+    from labcore.formats import format_chat
     from labcore.tinyworld import load_requests
 
     train, test = load_requests("train"), load_requests("test")
@@ -332,7 +332,7 @@ def _imdb_rows(data: str | None) -> tuple[list[dict], list[dict]]:
     except ImportError:
         raise RuntimeError("the gpt2-imdb preset loads IMDB with the 'datasets' package (pip install datasets), "
                            "or pass --data FILE.jsonl with a 'text' field per review") from None
-    from labcore.models import OFFLINE_HINT, hub_reachable
+    from labcore.hub import OFFLINE_HINT, hub_reachable
 
     if not hub_reachable():
         raise RuntimeError(f"IMDB needs the Hugging Face Hub; pass --data FILE.jsonl instead. {OFFLINE_HINT}")

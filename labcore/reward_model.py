@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labcore.utils import DATA_DIR, fast_mode, resolve_device, set_seed
+from labcore import DATA_DIR, fast_mode
+from labcore.utils import resolve_device, set_seed
 
 CONFIG_NAME = "labcore_reward.json"
 """Marker file of a saved reward-model folder (``labcore.rewards.get_reward`` dispatches on it)."""
@@ -429,7 +430,7 @@ def style_pairs(requests: Sequence[dict]) -> list[dict]:
         ``{"prompt", "chosen", "rejected", "chosen_style", "rejected_style"}`` dicts, C(k, 2) per request (10 for a
         safe request, 6 for an unsafe one); prompts are HH-formatted, responses start with a space as in the HH files.
     """
-    from labcore.models import format_chat
+    from labcore.formats import format_chat
 
     out = []
     for rec in requests:
@@ -500,7 +501,7 @@ def analyse_reward(reward_fn, requests: Sequence[dict] | None = None, n_examples
         share of requests where the reward prefers the gold-worse edited response, and gold's mean margin);
         ``disagreements`` (largest rank differences between reward and gold, with texts).
     """
-    from labcore.models import format_chat
+    from labcore.formats import format_chat
     from labcore.tinyworld import load_requests
     from labcore.tinyworld.gold import gold_score
 
@@ -622,7 +623,7 @@ def add_train_rm_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def _display_path(path: str | Path) -> str:
     """``path`` relative to the repository when inside it (shipped reports name no machine's folders)."""
-    from labcore.utils import REPO_ROOT
+    from labcore import REPO_ROOT
 
     p = Path(path).expanduser().resolve()
     return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(path)

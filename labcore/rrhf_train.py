@@ -49,7 +49,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from labcore.rrhf import RRHFConfig, build_rrhf_batch, rrhf_forward, rrhf_loss
-from labcore.utils import DATA_DIR, fast_mode
+from labcore import DATA_DIR, fast_mode
 from labcore.datasets import append_jsonl, read_jsonl as read_metrics  # metrics.jsonl rows
 
 POLICIES = ("BP", "DP", "D")

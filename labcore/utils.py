@@ -1,21 +1,10 @@
-"""Small shared helpers: device and dtype resolution, seeding, fast mode, repository paths."""
+"""Small torch helpers: device and dtype resolution, seeding. (Paths and fast mode: :mod:`labcore`.)"""
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT / "data"
-
-
-def fast_mode() -> bool:
-    """True when ``LABCORE_FAST=1``: tiny sizes and few steps everywhere (CI, notebooks in class)."""
-    return os.environ.get("LABCORE_FAST", "0").strip().lower() not in ("", "0", "false", "no")
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Resolve ``"auto"`` once: cuda, then mps, then cpu. Any other value is passed to ``torch.device``."""

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from labcore.embed import cache_root
-from labcore.utils import fast_mode
+from labcore import fast_mode
 
 _PALETTE_CACHE: list[str] = []
 

@@ -103,7 +103,7 @@ def test_write_jsonl_roundtrip_gz(tmp_path):
 
 
 def test_hub_dataset_offline_is_clear(monkeypatch):
-    from labcore.models import HubUnavailableError
+    from labcore.hub import HubUnavailableError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUnavailableError, match="data/dialogues"):
@@ -112,7 +112,7 @@ def test_hub_dataset_offline_is_clear(monkeypatch):
 
 def test_shipped_tiny_world_hh_files_load():
     """The tiny world's HH files are real HH format: every pair loads."""
-    from labcore.utils import DATA_DIR
+    from labcore import DATA_DIR
 
     path = DATA_DIR / "dialogues" / "hh_test.jsonl.gz"
     if not path.exists():

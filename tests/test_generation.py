@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from labcore.generation import encode_pairs, generate, response_logprobs, sample_token, stream_generate, token_logprobs
-from labcore.models import format_chat
+from labcore.formats import format_chat
 
 
 def _reference_logprobs(model, tok, prompt, response):

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from labcore import models
-from labcore.models import (HubUnavailableError, adapter_disabled, add_lora, count_parameters, cut_turn, format_chat,
-                            load_model, save_policy)
+from labcore.hub import HubUnavailableError
+from labcore.formats import cut_turn, format_chat
+from labcore.models import adapter_disabled, add_lora, count_parameters, load_model, save_policy
 
 
 def test_format_chat_single_and_multi_turn():

@@ -11,7 +11,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from labcore.models import ASSISTANT, HUMAN  # noqa: E402
+from labcore.formats import ASSISTANT, HUMAN# noqa: E402
 from labcore.pretrain import (  # noqa: E402
     DEFAULT_OUT, EOS_TOKEN, MAX_PARAMS, PretrainConfig, build_model, gpt2_num_params, lr_lambda,
     nearest_style, pack_blocks, pretrain, train_tokenizer,

@@ -6,8 +6,8 @@ import statistics as st
 
 import pytest
 
-from labcore.tinyworld import (DATA_DIR, STYLES_SAFE, STYLES_UNSAFE, load_instructions, load_paraphrases,
-                               load_requests, load_reviews, pretraining_texts, review_prompts)
+from labcore import DATA_DIR
+from labcore.tinyworld import STYLES_SAFE, STYLES_UNSAFE, load_instructions, load_paraphrases, load_requests, load_reviews, pretraining_texts, review_prompts
 from labcore.tinyworld import build as B
 from labcore.tinyworld import lexicon as L
 from labcore.tinyworld.gold import count_markers, gold_score, last_request, repetition, request_topic, score_one

@@ -190,7 +190,7 @@ class ChatHandlers:
     def _answer(self, text: str, hb: Messages, ha: Messages, adapter: str | None, temperature: float, top_p: float,
                 max_new_tokens: int, request: Any) -> Iterator[tuple[str, Messages, Messages, str]]:
         from labcore.generation import stream_generate
-        from labcore.models import format_chat
+        from labcore.formats import format_chat
 
         notes = []
         if len(text) > self.max_input_chars:

@@ -52,7 +52,7 @@ def heldout_prompts(kind: str, n: int) -> tuple[list[str], list[str]]:
     Returns:
         (model prompts, short display texts), n of each (fewer if the split is smaller).
     """
-    from labcore.models import format_chat
+    from labcore.formats import format_chat
     from labcore.tinyworld import load_requests, review_prompts
 
     def spread(items: list, k: int) -> list:
@@ -240,7 +240,7 @@ class CompareHandlers:
         import pandas as pd
 
         from labcore.generation import generate
-        from labcore.models import format_chat
+        from labcore.formats import format_chat
 
         text = (prompt or "").strip()
         if not text:

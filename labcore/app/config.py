@@ -4,9 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# labcore.utils.DATA_DIR, restated: importing labcore.utils imports torch (~3-5 s), and the app must open fast;
-# torch loads in the background with the model once the page is up.
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+from labcore import DATA_DIR
 
 
 @dataclass

@@ -13,27 +13,19 @@ Files live in ``data/`` (see ``data/README.md``, the datasheet) and are rebuilt 
 """
 from __future__ import annotations
 
-import gzip
 import json
 import random
 from functools import lru_cache
 from pathlib import Path
 
+from labcore import DATA_DIR
+from labcore.datasets import read_jsonl
+
 from labcore.tinyworld.dialogues import STYLES_SAFE, STYLES_UNSAFE, pretraining_dialogues
 from labcore.tinyworld.reviews import opening_prompt
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-
-__all__ = ["DATA_DIR", "STYLES_SAFE", "STYLES_UNSAFE", "read_jsonl", "load_requests", "load_paraphrases",
+__all__ = ["STYLES_SAFE", "STYLES_UNSAFE", "load_requests", "load_paraphrases",
            "load_reviews", "load_instructions", "review_prompts", "pretraining_texts"]
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a (gzip) JSONL file into a list of dicts."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @lru_cache(maxsize=None)

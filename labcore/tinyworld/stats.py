@@ -13,8 +13,8 @@ import statistics as st
 from collections import Counter
 from pathlib import Path
 
-from labcore.tinyworld import (STYLES_SAFE, STYLES_UNSAFE, load_instructions, load_paraphrases, load_requests,
-                               load_reviews, pretraining_texts, read_jsonl, review_prompts)
+from labcore.datasets import read_jsonl
+from labcore.tinyworld import STYLES_SAFE, STYLES_UNSAFE, load_instructions, load_paraphrases, load_requests, load_reviews, pretraining_texts, review_prompts
 from labcore.tinyworld.build import FILES
 from labcore.tinyworld.dialogues import pretraining_dialogues
 from labcore.tinyworld.gold import gold_score
