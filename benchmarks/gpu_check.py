@@ -80,7 +80,8 @@ def gen_check():
 def lora_check():
     from labcore.generation import encode_pairs, forward_response_logprobs
     from labcore.models import add_lora
-    from labcore.training import Learner, OptimConfig
+    from labcore.config import Optim
+    from labcore.training import Learner
 
     model, tok = _model_and_tokenizer()
     model = add_lora(model, r=8, alpha=16, dropout=0.0)
@@ -92,7 +93,7 @@ def lora_check():
 
     with torch.no_grad():  # the CPU float32 reference of the first loss (accelerate's state is one per process,
         cpu_loss = float(loss_fn(model, None)[0])  # so the CPU side is a plain forward, not a second Learner)
-    learner = Learner(model, OptimConfig(lr=1e-3, cpu=GPU == "cpu"), seed=0)
+    learner = Learner(model, Optim(lr=1e-3), cpu=GPU == "cpu", seed=0)
     params = lambda: {k: v.detach().float().cpu().clone() for k, v in learner.unwrapped().named_parameters()
                       if v.requires_grad}
     before = params()
@@ -185,7 +186,7 @@ def _fast_run(command: str) -> tuple[bool, str]:
     out = tempfile.mkdtemp()
     env = {**os.environ, "LABCORE_FAST": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.run([sys.executable, "-m", "labcore.cli", command, "--preset", "tiny-sentiment", "--out", out,
-                           "--device", GPU], env=env, capture_output=True, text=True, timeout=600)
+                           "--set", f"runtime.device={GPU}"], env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return False, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
     rows = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]

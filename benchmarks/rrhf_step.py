@@ -52,7 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from labcore.rrhf import collate_rrhf, reference_inputs, reference_rrhf_step_loss, rrhf_forward, rrhf_loss  # noqa: E402
-from labcore import fast_mode
+from labcore import fast_mode  # noqa: E402
 from labcore.utils import resolve_device, set_seed  # noqa: E402
 
 

@@ -1,185 +1,463 @@
-"""The ``labcore`` command: one entry point, one subcommand per task (``labcore SUBCOMMAND --help``).
+"""The ``labcore`` command: one subcommand per task (``labcore SUBCOMMAND --help``).
 
-Subcommands import their heavy modules only when run: the options of the subcommands in ``MODULE_COMMANDS`` live in
-their own modules (next to the code they drive) and are added only when that subcommand is asked for, so
-``labcore --help`` stays fast.
+Every subcommand's options are a dataclass below, parsed by transformers' ``HfArgumentParser`` (what TRL uses);
+the methods' settings come from their config dataclasses (:mod:`labcore.config`) through a preset and
+``--set FIELD=VALUE`` overrides (:mod:`labcore.presets`), so a new config field is a new option with no CLI code.
+A user error (a malformed file, an unknown preset, task, reward or model, an out-of-range value) prints one line
+``labcore COMMAND: error: ...`` and exits with status 2; ``--debug`` (or ``LABCORE_DEBUG=1``) shows the traceback.
+Heavy modules are imported only when their subcommand runs, so ``labcore --help`` stays fast.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Literal
+
+from labcore import DATA_DIR, fast_mode
 
 
-def _add_generate(sub) -> None:
-    p = sub.add_parser("generate", help="sample responses from a model (optionally with a LoRA adapter)",
-                       description="Sample responses and write one JSON line per sample "
-                                   "(prompt, response, finished, ...).")
-    p.add_argument("--model", default="tiny", help="preset (tiny, gpt2, pythia-70m, ...) or local HF directory")
-    p.add_argument("--adapter", default=None, help="directory of a saved LoRA adapter (e.g. runs/raft/final)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompts", help="JSONL file of prompts (field 'prompt'; HH/TRL/RRHF files work too)")
-    src.add_argument("--prompt", help="one prompt, given on the command line")
-    p.add_argument("--field", default=None, help="read this field of --prompts as the prompt (e.g. 'request')")
-    p.add_argument("--format", choices=["chat", "plain"], default="chat",
-                   help="chat: wrap each prompt as '\\n\\nHuman: ...\\n\\nAssistant:' (default); plain: continue as is")
-    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default 1)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="new-token limit (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0; 0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    p.add_argument("--top-k", type=int, default=0, help="top-k filter (default 0 = off)")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per batch (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
-    p.add_argument("--out", required=True, help="output JSONL file")
-    p.set_defaults(run=_run_generate)
+def _opt(default: Any = dataclasses.MISSING, help: str = "", **metadata) -> Any:
+    """A dataclass field that HfArgumentParser turns into an option with this help text."""
+    kwargs: dict[str, Any] = {"metadata": {"help": help, **metadata}}
+    if isinstance(default, list):
+        kwargs["default_factory"] = lambda: list(default)
+    elif default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    return field(**kwargs)
 
 
-def _run_generate(args) -> None:
+SET_HELP = "override any field of the config, by dotted path or unique name: --set optim.lr=1e-4 num_samples=8"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# generate, score, select, data
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class GenerateArgs:
+    out: str = _opt(help="output JSONL file (one line per sample)")
+    model: str = _opt("tiny", "preset (tiny, gpt2, pythia-70m, ...) or local Hugging Face directory")
+    adapter: str | None = _opt(None, "directory of a saved LoRA adapter (e.g. runs/raft/final)")
+    prompts: str | None = _opt(None, "JSONL file of prompts (field 'prompt'; HH/TRL/RRHF files work too)")
+    prompt: str | None = _opt(None, "one prompt, given on the command line")
+    field: str | None = _opt(None, "read this field of --prompts as the prompt (e.g. 'request')")
+    format: Literal["chat", "plain"] = _opt("chat", "chat: wrap each prompt as '\\n\\nHuman: ...\\n\\nAssistant:'; "
+                                                    "plain: continue the text as is")
+    num_samples: int = _opt(1, "samples per prompt")
+    max_new_tokens: int = _opt(64, "new-token limit")
+    temperature: float = _opt(1.0, "sampling temperature (0 = greedy)")
+    top_p: float = _opt(1.0, "nucleus sampling mass, in (0, 1]")
+    top_k: int = _opt(0, "top-k filter (0 = off)")
+    batch_size: int = _opt(32, "prompts per batch")
+    seed: int = _opt(0, "sampling seed")
+    device: str = _opt("auto", "auto (cuda > mps > cpu), cpu, cuda, ...")
+
+
+def run_generate(a: GenerateArgs) -> list[dict]:
+    from labcore.config import Sampling
+
+    if (a.prompt is None) == (a.prompts is None):
+        raise ValueError("give exactly one of --prompt TEXT or --prompts FILE")
+    if a.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {a.temperature}")
+    if a.num_samples < 1:
+        raise ValueError(f"--num_samples must be >= 1, got {a.num_samples}")
+    greedy = a.temperature == 0
+    s = Sampling(temperature=a.temperature if not greedy else 1.0, top_k=a.top_k, top_p=a.top_p,
+                 max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)  # validates the ranges
     from labcore.datasets import load_prompts, write_jsonl
+    from labcore.formats import as_chat_prompt
     from labcore.generation import generate
-    from labcore.formats import format_chat
     from labcore.models import load_model
 
-    if args.prompt is not None:
-        prompts = [args.prompt]
-    else:
-        prompts = [r["prompt"] for r in load_prompts(args.prompts, field_name=args.field)]
-    if args.format == "chat":
-        # prompts already in HH format (from HH/RRHF files) are kept; bare messages are wrapped
-        prompts = [p if p.rstrip().endswith("Assistant:") else format_chat(p) for p in prompts]
-    model, tok = load_model(args.model, adapter=args.adapter, device=args.device)
-    greedy = args.temperature <= 0
-    rows = generate(model, tok, prompts, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
-                    temperature=max(args.temperature, 1e-6), top_p=args.top_p, top_k=args.top_k,
-                    do_sample=not greedy, stop_at_turn=args.format == "chat", batch_size=args.batch_size,
-                    seed=args.seed, progress=True)
-    write_jsonl(args.out, rows)
-    done = sum(r["finished"] for r in rows)
-    print(f"wrote {len(rows)} samples to {args.out} ({done} finished their turn)", file=sys.stderr)
+    prompts = [a.prompt] if a.prompt is not None else [r["prompt"] for r in load_prompts(a.prompts, a.field)]
+    if a.format == "chat":  # prompts already in HH format (from HH/RRHF files) are kept; bare messages are wrapped
+        prompts = [as_chat_prompt(p) for p in prompts]
+    model, tok = load_model(a.model, adapter=a.adapter, device=a.device)
+    rows = generate(model, tok, prompts, num_samples=a.num_samples, max_new_tokens=s.max_new_tokens,
+                    temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, do_sample=not greedy,
+                    stop_at_turn=a.format == "chat", batch_size=s.batch_size, seed=a.seed, progress=True)
+    write_jsonl(a.out, rows)
+    print(f"wrote {len(rows)} samples to {a.out} ({sum(r['finished'] for r in rows)} finished their turn)",
+          file=sys.stderr)
+    return rows
 
 
-def _add_score(sub) -> None:
-    p = sub.add_parser("score", help="add a 'reward' to every record of a JSONL file",
-                       description="Copy each record and add 'reward' = R(prompt, response).")
-    p.add_argument("--reward", required=True,
-                   help="sentiment | gold | length | a saved reward-model directory | a HF classifier path or name")
-    p.add_argument("--in", dest="inp", required=True, help="input JSONL with 'prompt' and 'response' fields")
-    p.add_argument("--out", required=True, help="output JSONL")
-    p.add_argument("--batch-size", type=int, default=256, help="records per reward call (default 256)")
-    p.add_argument("--device", default="auto", help="device of a model reward")
-    p.set_defaults(run=_run_score)
+@dataclass
+class ScoreArgs:
+    reward: str = _opt(help="sentiment | gold | length | a saved reward-model directory | a HF classifier")
+    input: str = _opt(help="input JSONL with 'prompt' and 'response' fields", aliases=["--in"])
+    out: str = _opt(help="output JSONL (each record with 'reward' added)")
+    batch_size: int = _opt(256, "records per reward call")
+    device: str = _opt("auto", "device of a model reward")
 
 
-def _run_score(args) -> None:
+def run_score(a: ScoreArgs) -> list[float]:
     from labcore.datasets import DataFormatError, iter_records, write_jsonl
     from labcore.metrics import reward_summary
-    from labcore.rewards import get_reward
+    from labcore.tasks import load_reward
 
+    reward = load_reward(a.reward, a.device)  # an unknown reward fails before the file is read
     records = []
-    for line, rec in iter_records(args.inp):
+    for line, rec in iter_records(a.input):
         for name in ("prompt", "response"):
             if not isinstance(rec.get(name), str):
-                raise DataFormatError(args.inp, line, name, "missing field or not a string")
+                raise DataFormatError(a.input, line, name, "missing field or not a string")
         records.append(rec)
-    reward = get_reward(args.reward, device=args.device)
     values: list[float] = []
-    for i in range(0, len(records), args.batch_size):
-        chunk = records[i:i + args.batch_size]
+    for i in range(0, len(records), a.batch_size):
+        chunk = records[i:i + a.batch_size]
         values += reward([r["prompt"] for r in chunk], [r["response"] for r in chunk]).tolist()
-    write_jsonl(args.out, ({**r, "reward": v} for r, v in zip(records, values)))
+    write_jsonl(a.out, ({**r, "reward": v} for r, v in zip(records, values)))
     s = reward_summary(values)
-    print(f"scored {s['n']} records with {args.reward}: mean {s['mean']:.4f}, std {s['std']:.4f}", file=sys.stderr)
+    print(f"scored {s['n']} records with {a.reward}: mean {s['mean']:.4f}, std {s['std']:.4f}", file=sys.stderr)
+    return values
 
 
-def _add_select(sub) -> None:
-    p = sub.add_parser("select", help="core-set selection (K-means task centre + KCenterGreedy) for one task",
-                       description="Chen et al. 2023, 'Maybe Only 0.5%% Data is Needed': embed, cluster, pick the "
-                                   "task centre, then KCenterGreedy up to the budget.")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "data" / "instructions.jsonl.gz"),
-                   help="instruction set (.jsonl / .jsonl.gz; default: the tiny world's)")
-    p.add_argument("--task", required=True, help="target task (the records' 'task' field)")
-    p.add_argument("--budget", default="0.005", help="a count (e.g. 50) or a fraction (e.g. 0.005); default 0.005")
-    p.add_argument("--clusters", type=int, default=32, help="K of K-means (default 32)")
-    p.add_argument("--split", default="train", help="candidate split (default train; 'all' for every record)")
-    p.add_argument("--model", default="minilm", help="sentence encoder (default: offline MiniLM)")
-    p.add_argument("--seed", type=int, default=0, help="seed of K-means and the baselines")
-    p.add_argument("--out", required=True, help="output JSONL of the selected examples, in pick order")
-    p.set_defaults(run=_run_select)
+@dataclass
+class SelectArgs:
+    task: str = _opt(help="target task (the records' 'task' field), e.g. sentiment")
+    out: str = _opt(help="output JSONL of the selected examples, in pick order")
+    data: str = _opt(str(DATA_DIR / "instructions.jsonl.gz"), "instruction set (.jsonl / .jsonl.gz)")
+    budget: str = _opt("0.005", "a count (e.g. 50) or a fraction of the task's examples (e.g. 0.005)")
+    clusters: int = _opt(32, "K of K-means")
+    split: str = _opt("train", "candidate split ('all' for every record)")
+    model: str = _opt("minilm", "sentence encoder (default: the offline MiniLM)")
+    seed: int = _opt(0, "seed of K-means and the baselines")
 
 
-def _run_select(args) -> None:
-    from labcore.coreset import parse_budget, run_select
+def run_select(a: SelectArgs):
+    from labcore.coreset import parse_budget, run_select as select
 
-    run_select(args.data, args.task, parse_budget(args.budget), args.out, n_clusters=args.clusters, seed=args.seed,
-               model=args.model, split=None if args.split == "all" else args.split)
-
-
-def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="rebuild the tiny world's data files byte-identically (or print their --stats)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0: the committed files)")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "data"),
-                   help="output folder (default: the repository's data/)")
-    p.add_argument("--stats", action="store_true", help="print the datasheet's numbers instead of writing files")
-    p.set_defaults(run=_run_data)
+    if a.clusters < 1:
+        raise ValueError(f"--clusters must be >= 1, got {a.clusters}")
+    return select(a.data, a.task, parse_budget(a.budget), a.out, n_clusters=a.clusters, seed=a.seed, model=a.model,
+                  split=None if a.split == "all" else a.split)
 
 
-def _run_data(args) -> None:
+@dataclass
+class DataArgs:
+    seed: int = _opt(0, "generator seed (0: the committed files)")
+    out: str = _opt(str(DATA_DIR), "output folder")
+    stats: bool = _opt(False, "print the datasheet's numbers instead of writing files")
+
+
+def run_data(a: DataArgs) -> None:
     from labcore.tinyworld.build import main as build_main
 
-    build_main(["--seed", str(args.seed), "--out", args.out] + (["--stats"] if args.stats else []))
+    build_main(["--seed", str(a.seed), "--out", a.out] + (["--stats"] if a.stats else []))
 
 
-#: subcommand -> (module, function adding its options, function running it, one-line help)
-MODULE_COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "pretrain": ("labcore.pretrain", "add_pretrain_args", "run_pretrain",
-                 "train the tokenizer and the tiny base model of the tiny world"),
-    "eval-base": ("labcore.pretrain", "add_eval_base_args", "run_eval_base",
-                  "measure the base model's quality (the datasheet's numbers)"),
-    "train-rm": ("labcore.reward_model", "add_train_rm_args", "run_train_rm",
-                 "train the learned reward model (Bradley-Terry on MiniLM) on preference pairs"),
-    "raft": ("labcore.raft", "add_raft_args", "run_raft", "RAFT: sample, reward, keep the best, fine-tune, repeat"),
-    "raft-table": ("labcore.raft", "add_raft_table_args", "run_raft_table",
-                   "the reward / perplexity table of RAFT runs (base vs RAFT)"),
-    "rrhf": ("labcore.rrhf_train", "add_rrhf_args", "run_rrhf",
-             "RRHF: collect ranked responses (BP/DP/D, IP-n) and train with L_rank + L_ft"),
-    "compare": ("labcore.rrhf_train", "add_compare_args", "run_compare",
-                "tiny-world comparison: base, SFT-best, RAFT, RRHF-BP, RRHF-IP-2 -> docs/results/comparison.md"),
-    "coreset-experiment": ("labcore.coreset_experiment", "add_coreset_experiment_args", "run_coreset_experiment",
+# ----------------------------------------------------------------------------------------------------------------
+# pretrain, eval-base, train-rm
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class PretrainArgs:
+    out: str = _opt(str(DATA_DIR / "models" / "tiny-base"), "output directory")
+    resume: bool = _opt(False, "continue from OUT/checkpoint")
+    max_minutes: float | None = _opt(None, "wall-clock budget; stops cleanly and saves")
+    steps: int | None = _opt(None, "optimiser steps (default: PretrainConfig.max_steps)")
+    seed: int | None = _opt(None, "seed (default 0)")
+    threads: int | None = _opt(None, "torch threads (default: one per core)")
+    no_progress: bool = _opt(False, "no progress bar")
+
+
+def run_pretrain(a: PretrainArgs) -> dict:
+    from labcore.pretrain import PretrainConfig, pretrain
+
+    overrides: dict[str, Any] = {}
+    if a.max_minutes is not None:
+        overrides["max_minutes"] = a.max_minutes
+    if a.steps is not None:
+        overrides["max_steps"] = a.steps
+        overrides["warmup_steps"] = min(PretrainConfig.default().warmup_steps, max(0, a.steps - 1))
+    if a.seed is not None:
+        overrides["seed"] = a.seed
+    if a.threads is not None:
+        overrides["num_threads"] = a.threads
+    return pretrain(PretrainConfig.default(**overrides), a.out, resume=a.resume, progress=not a.no_progress)
+
+
+@dataclass
+class EvalBaseArgs:
+    model: str = _opt(str(DATA_DIR / "models" / "tiny-base"), "model directory")
+    n: int | None = _opt(None, "requests per set (default 200; 20 in fast mode)")
+    seed: int = _opt(0, "sampling seed")
+    json: str | None = _opt(None, "report path (default: MODEL/eval_base.json)")
+
+
+def run_eval_base(a: EvalBaseArgs) -> dict:
+    from labcore.base_eval import evaluate_base
+
+    n = a.n if a.n is not None else (20 if fast_mode() else 200)
+    return evaluate_base(a.model, n=n, n_reviews=max(10, n // 2), seed=a.seed, out_json=a.json)
+
+
+@dataclass
+class TrainRMArgs:
+    train: str = _opt(str(DATA_DIR / "dialogues" / "hh_train.jsonl.gz"), "preference pairs (HH or TRL "
+                                                                          "prompt/chosen/rejected)")
+    test: str = _opt(str(DATA_DIR / "dialogues" / "hh_test.jsonl.gz"), "held-out preference pairs ('' for none)")
+    out: str = _opt(str(DATA_DIR / "models" / "tiny-rm"), "output folder")
+    epochs: int | None = _opt(None, "epochs (default: RewardModelConfig's 30; 10 in fast mode)")
+    lr: float | None = _opt(None, "AdamW learning rate (default: RewardModelConfig's)")
+    batch_size: int | None = _opt(None, "pairs per step (default: RewardModelConfig's)")
+    hidden: int | None = _opt(None, "head hidden width (default: RewardModelConfig's)")
+    encoder: str | None = _opt(None, "sentence encoder (default: the offline MiniLM)")
+    seed: int = _opt(0, "seed")
+    device: str = _opt("auto", "auto (cuda > mps > cpu), cpu, cuda, ...")
+    no_analysis: bool = _opt(False, "skip the tiny-world analysis (paraphrase accuracy, gold agreement, probes)")
+    no_progress: bool = _opt(False, "no progress bars")
+
+
+def run_train_rm(a: TrainRMArgs) -> dict:
+    from labcore.reward_model import train_and_report
+
+    given = {k: v for k, v in dict(lr=a.lr, batch_size=a.batch_size, hidden=a.hidden, encoder=a.encoder).items()
+             if v is not None}
+    return train_and_report(a.train, a.test or None, a.out, epochs=a.epochs, seed=a.seed, device=a.device,
+                            analysis=not a.no_analysis, progress=not a.no_progress, **given)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# raft, rrhf, raft-table, compare, coreset-experiment
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class MethodArgs:
+    preset: str = _opt(help="a named setting (labcore.presets); see --help of the command for the list")
+    out: str | None = _opt(None, "run folder (default: runs/METHOD-PRESET)")
+    resume: bool = _opt(False, "continue from OUT (its checkpoint / finished rounds)")
+    data: str | None = _opt(None, "a local file standing in for an online task's Hub dataset (its last rows are "
+                                  "held out); for rrhf also an RRHF JSONL (query/responses/scores) to train on")
+    set: list[str] = _opt([], SET_HELP, metavar="FIELD=VALUE", action="extend")
+
+
+def _method_config(cls, a: MethodArgs):
+    from labcore.presets import build
+
+    return build(cls, a.preset, overrides=a.set)
+
+
+def run_raft(a: MethodArgs) -> list[dict]:
+    from labcore.config import RAFTConfig
+    from labcore.experiments.compare import raft_table
+    from labcore.raft import raft
+
+    config = _method_config(RAFTConfig, a)
+    out = Path(a.out or f"runs/raft-{a.preset}")
+    rows = raft(config, out, resume=a.resume, data=a.data)
+    print(raft_table({a.preset: out / "metrics.jsonl"}))
+    flag = "--adapter" if config.lora.use else "--model"
+    print(f"final policy: {out / 'final'}  (labcore generate --model {config.model} {flag} {out / 'final'} ...)",
+          file=sys.stderr)
+    return rows
+
+
+def _is_rrhf_file(path: str | None) -> bool:
+    from labcore.datasets import detect_format, iter_records
+
+    for _, rec in iter_records(path) if path else ():
+        try:
+            return detect_format(rec) == "rrhf"
+        except ValueError:  # e.g. IMDB rows {"text", "label"}
+            return False
+    return False
+
+
+def run_rrhf(a: MethodArgs) -> list[dict]:
+    from labcore.config import RRHFConfig
+    from labcore.datasets import load_rrhf
+    from labcore.rrhf_trainer import prepare, rrhf_pipeline
+
+    config = _method_config(RRHFConfig, a)
+    rrhf_file = _is_rrhf_file(a.data)
+    data = prepare(config, data=None if rrhf_file else a.data)
+    out = Path(a.out or f"runs/rrhf-{a.preset}")
+    rows = rrhf_pipeline(config, out, data, records=load_rrhf(a.data) if rrhf_file else None, resume=a.resume)
+    from labcore.runs import fmt, markdown_table
+
+    print(markdown_table(["run", "row", "eval reward", "gold", "perplexity", "distinct-2", "rank acc"],
+                         [[a.preset, f"round {r['iteration']}, step {r['step']}", fmt(r.get("eval_reward")),
+                           fmt(r.get("gold")), fmt(r.get("ppl"), 2), fmt(r.get("distinct_2")), fmt(r.get("rank_acc"))]
+                          for r in (rows[0], rows[-1])]))
+    flag = "--adapter" if config.lora.use else "--model"
+    print(f"final policy: {out / 'final'}  (labcore generate --model {config.model} {flag} {out / 'final'} ...)",
+          file=sys.stderr)
+    return rows
+
+
+@dataclass
+class RaftTableArgs:
+    run: list[str] = _opt([], "runs to tabulate as PRESET=METRICS (default: the shipped data/models/raft-*)",
+                          metavar="PRESET=METRICS")
+    update: str | None = _opt(None, "rewrite the table between the raft-table markers of this markdown file")
+
+
+def run_raft_table(a: RaftTableArgs) -> str:
+    from labcore.experiments.compare import raft_table
+    from labcore.runs import rewrite_between_markers
+
+    bad = [r for r in a.run if "=" not in r]
+    if bad:
+        raise ValueError(f"--run takes PRESET=METRICS, got {bad[0]!r}")
+    table = raft_table(dict(r.split("=", 1) for r in a.run) if a.run else None)
+    print(table)
+    if a.update:
+        rewrite_between_markers(a.update, "raft-table", table)
+    return table
+
+
+@dataclass
+class CompareArgs:
+    out: str = _opt("docs/results/comparison.md", "markdown report (a .json beside it)")
+    runs: str = _opt("runs/compare", "folder of the trained arms")
+    tasks: list[str] = _opt(["tiny-sentiment", "tiny-helpful"], "tasks to compare")
+    threads: int = _opt(0, "torch CPU threads (0 = torch's default)")
+    update: str | None = _opt(None, "also rewrite the table between the compare-table markers of this file")
+
+
+def run_compare(a: CompareArgs) -> list[dict]:
+    import time
+
+    from labcore.experiments.compare import COMPARE_TASKS, compare, compare_table, write_report
+    from labcore.runs import rewrite_between_markers
+
+    unknown = [t for t in a.tasks if t not in COMPARE_TASKS]
+    if unknown:
+        raise ValueError(f"unknown task {unknown[0]!r}; known: {', '.join(COMPARE_TASKS)}")
+    t0 = time.time()
+    rows = compare(a.runs, a.tasks, threads=a.threads)
+    minutes = (time.time() - t0) / 60
+    print(compare_table(rows))
+    report = write_report(rows, a.out, minutes, a.threads)
+    if a.update:
+        rewrite_between_markers(a.update, "compare-table", compare_table(rows))
+    print(f"wrote {report} and {report.with_suffix('.json')} ({minutes:.1f} min)", file=sys.stderr)
+    return rows
+
+
+@dataclass
+class CoresetExperimentArgs:
+    out: str = _opt("runs/coreset", "folder for results.json / results.md (the shipped results are in "
+                                    "docs/results/coreset)")
+    set: list[str] = _opt([], SET_HELP + " (e.g. --set task=safety seeds=0,1 lora.use=true)", metavar="FIELD=VALUE",
+                          action="extend")
+    no_progress: bool = _opt(False, "no progress bars")
+
+
+def run_coreset_experiment(a: CoresetExperimentArgs) -> dict:
+    from labcore.config import CoresetExperimentConfig
+    from labcore.experiments.coreset_05 import results_markdown, run_experiment
+    from labcore.presets import build
+
+    config = build(CoresetExperimentConfig, overrides=a.set)
+    results = run_experiment(config, a.out, progress=not a.no_progress)
+    print(results_markdown(results))
+    print(f"wrote {Path(a.out) / 'results.json'} and {Path(a.out) / 'results.md'}", file=sys.stderr)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command
+# ----------------------------------------------------------------------------------------------------------------
+def _presets_of(name: str) -> str:
+    from labcore.config import RAFTConfig, RRHFConfig
+    from labcore.presets import PRESETS
+
+    cls = {"raft": RAFTConfig, "rrhf": RRHFConfig}[name]
+    return "\n".join(f"  {preset}: {p.get('help', '')}" for preset, p in PRESETS[cls].items()) + \
+        "\n\nExample: labcore " + name + " --preset tiny-sentiment --set optim.lr=1e-4 runtime.threads=1"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the preset list's lines; shows defaults."""
+
+
+#: subcommand -> (options dataclass, runner, one-line help)
+COMMANDS: dict[str, tuple[type, Callable, str]] = {
+    "generate": (GenerateArgs, run_generate, "sample responses from a model (optionally with a LoRA adapter)"),
+    "score": (ScoreArgs, run_score, "add a 'reward' to every record of a JSONL file"),
+    "select": (SelectArgs, run_select, "core-set selection (K-means task centre + KCenterGreedy) for one task"),
+    "data": (DataArgs, run_data, "rebuild the tiny world's data files byte-identically (or print their --stats)"),
+    "pretrain": (PretrainArgs, run_pretrain, "train the tokenizer and the tiny base model of the tiny world"),
+    "eval-base": (EvalBaseArgs, run_eval_base, "measure the base model's quality (the datasheet's numbers)"),
+    "train-rm": (TrainRMArgs, run_train_rm, "train the learned reward model (Bradley-Terry on MiniLM)"),
+    "raft": (MethodArgs, run_raft, "RAFT: sample, reward, keep the best, fine-tune, repeat"),
+    "raft-table": (RaftTableArgs, run_raft_table, "the reward / perplexity table of RAFT runs (base vs RAFT)"),
+    "rrhf": (MethodArgs, run_rrhf, "RRHF: collect ranked responses (BP/DP/D, IP-n) and train with L_rank + L_ft"),
+    "compare": (CompareArgs, run_compare, "tiny-world comparison: base, SFT-best, RAFT, RRHF-BP, RRHF-IP-2"),
+    "coreset-experiment": (CoresetExperimentArgs, run_coreset_experiment,
                            "the 0.5%% experiment: instruction-tune on the core-set vs random 0.5%% vs all task data"),
-    "app": ("labcore.app.ui", "add_app_args", "run_app", "open the Gradio app"),
+    "app": (None, None, "open the Gradio app (same as python app.py)"),
 }
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; the options of a ``MODULE_COMMANDS`` subcommand are loaded only when it is ``command``."""
-    parser = argparse.ArgumentParser(prog="labcore", description="labcore: a hands-on lab for efficient LLM alignment "
-                                     "(RRHF, RAFT, core-set selection). Run 'labcore COMMAND --help' for details.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_generate(sub)
-    _add_score(sub)
-    _add_select(sub)
-    _add_data(sub)
-    for name, (module, add, run, help_text) in MODULE_COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == command:
-            import importlib
+    """The parser; a subcommand's options are built only when it is ``command`` (so --help stays fast)."""
+    from transformers import HfArgumentParser
 
-            mod = importlib.import_module(module)
-            getattr(mod, add)(p)
-            p.set_defaults(run=getattr(mod, run))
+    parser = argparse.ArgumentParser(prog="labcore", description="labcore: a hands-on lab for efficient LLM "
+                                     "alignment (RRHF, RAFT, core-set selection). Run 'labcore COMMAND --help'.")
+    parser.add_argument("--debug", dest="debug_all", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=HfArgumentParser)
+    for name, (args_cls, _, help_text) in COMMANDS.items():
+        description = help_text + (f".\n\npresets:\n{_presets_of(name)}" if name in ("raft", "rrhf") and
+                                   name == command else "")
+        if name != command:
+            sub.add_parser(name, help=help_text, description=description)
+            continue
+        p = sub.add_parser(name, help=help_text, description=description, formatter_class=_Formatter,
+                           dataclass_types=[args_cls] if args_cls else None)
+        if args_cls is None:  # the app keeps its own options (python app.py --help), validated by AppConfig
+            from labcore.app.ui import add_app_args
+
+            add_app_args(p)
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Any:
+    """Run ``labcore ARGV``; returns what the subcommand returns. User errors exit 2 with one line."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
-    args.run(args)
+    parser = build_parser(command)
+    ns = parser.parse_args(argv)
+    debug = ns.debug_all or getattr(ns, "debug", False) or os.environ.get("LABCORE_DEBUG", "0") not in ("", "0")
+    args_cls, run, _ = COMMANDS[ns.command]
+    try:
+        if ns.command == "app":
+            from labcore.app.ui import run_app
+
+            return run_app(ns)
+        names = {f.name for f in dataclasses.fields(args_cls)}
+        return run(args_cls(**{k: v for k, v in vars(ns).items() if k in names}))
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - one line for the user, the traceback with --debug
+        if debug:
+            raise
+        print(f"labcore {ns.command}: error: {_one_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, (ValueError, OSError, LookupError)) or type(err).__name__ == "HubUnavailableError":
+        return text
+    return f"{type(err).__name__}: {text} (run with --debug for the traceback)"
+
+
+def entry() -> None:
+    """The console script: run :func:`main`, exit 0 (its return value is for callers in Python)."""
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    entry()
+
+
+__all__ = ["COMMANDS", "build_parser", "main", "entry"]

@@ -410,8 +410,13 @@ def run_select(data: str | Path, task: str, budget: int | float, out: str | Path
         records = [r for r in records if r.get("split") == split]
         if not records:
             raise ValueError(f"{data}: no records with split={split!r}")
-    emb = embed_texts([example_text(r) for r in records], model=model, progress=progress)
     tasks = [r["task"] for r in records]
+    n_task = tasks.count(task)  # checked before the (slow) embedding
+    if not n_task:
+        raise ValueError(f"task {task!r} has no examples in {data}; tasks present: {', '.join(sorted(set(tasks)))}")
+    if resolve_budget(budget, n_task) < budget:  # a count larger than the task: say so rather than clip
+        raise ValueError(f"budget {budget} is more than the {n_task:,} examples of task {task!r}")
+    emb = embed_texts([example_text(r) for r in records], model=model, progress=progress)
     kmeans = fit_kmeans(emb, n_clusters=n_clusters, random_state=seed, cache=True)  # cached: re-runs take seconds
     res = select_coreset(emb, tasks, task, budget, random_state=seed, kmeans=kmeans)
     out = Path(out)

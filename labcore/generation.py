@@ -156,6 +156,37 @@ def generate(
     return results
 
 
+
+def generate_chunked(model, tokenizer, prompts: Sequence[str], *, num_samples: int, max_new_tokens: int | Sequence[int],
+                     temperature: float, top_k: int, top_p: float, batch_size: int, stop_at_turn: bool, seed: int,
+                     progress: bool = False) -> list[dict]:
+    """:func:`generate` over chunks of ``batch_size`` prompts, chunk c seeded with ``derive_seed(seed, c)``.
+
+    A chunk's samples depend only on its prompts and its position, never on how many chunks ran before, and each
+    chunk may have its own new-token limit (RAFT draws one per generation batch, as LMFlow does).
+
+    Args:
+        max_new_tokens: one limit for every chunk, or one per chunk.
+    Returns:
+        :func:`generate`'s rows, prompt-major, ``prompt_index`` counted over all of ``prompts``.
+    """
+    from labcore.utils import derive_seed
+
+    starts = range(0, len(prompts), batch_size)
+    limits = [max_new_tokens] * len(starts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(limits) != len(starts):
+        raise ValueError(f"{len(limits)} new-token limits for {len(starts)} chunks")
+    rows: list[dict] = []
+    for c, (start, n_new) in enumerate(zip(starts, limits)):
+        chunk = generate(model, tokenizer, prompts[start:start + batch_size], num_samples=num_samples,
+                         max_new_tokens=n_new, temperature=temperature, top_k=top_k, top_p=top_p,
+                         stop_at_turn=stop_at_turn, batch_size=batch_size, seed=derive_seed(seed, c),
+                         progress=progress)
+        for r in chunk:
+            r["prompt_index"] += start
+        rows += chunk
+    return rows
+
 # --------------------------------------------------------------------------------------------------------------
 # Streaming (chat)
 # --------------------------------------------------------------------------------------------------------------

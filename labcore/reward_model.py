@@ -31,7 +31,6 @@ reward model and the rubric disagree — teaching material for the "reward model
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -415,212 +414,9 @@ def pair_accuracy(reward_fn, pairs: Sequence[dict], batch_size: int = 4096) -> f
     return hits / len(pairs)
 
 
-def _styles(rec: dict) -> tuple[str, ...]:
-    from labcore.tinyworld import STYLES_SAFE, STYLES_UNSAFE
-
-    return STYLES_UNSAFE if rec["unsafe"] else STYLES_SAFE
-
-
-def style_pairs(requests: Sequence[dict]) -> list[dict]:
-    """Preference pairs from the tiny world's style order: every (better, worse) pair of a request's styles.
-
-    Args:
-        requests: records of ``labcore.tinyworld.load_requests`` / ``load_paraphrases``.
-    Returns:
-        ``{"prompt", "chosen", "rejected", "chosen_style", "rejected_style"}`` dicts, C(k, 2) per request (10 for a
-        safe request, 6 for an unsafe one); prompts are HH-formatted, responses start with a space as in the HH files.
-    """
-    from labcore.formats import format_chat
-
-    out = []
-    for rec in requests:
-        styles = _styles(rec)
-        prompt = format_chat(rec["request"])
-        for i, a in enumerate(styles):
-            for b in styles[i + 1:]:
-                out.append({"prompt": prompt, "chosen": " " + rec["responses"][a],
-                            "rejected": " " + rec["responses"][b], "chosen_style": a, "rejected_style": b})
-    return out
-
-
-def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation; NaN when either input is constant (the coefficient is undefined)."""
-    from scipy.stats import spearmanr
-
-    if len(set(a)) < 2 or len(set(b)) < 2:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
-def _probes(requests: Sequence[dict]) -> dict[str, list[dict]]:
-    """Edited responses that separate "sounds good" from "is good" (gold knows the difference by construction).
-
-    Each probe is a (base, edit) pair of responses to one request; the edit is worse for the gold rubric.
-    """
-    from labcore.tinyworld.lexicon import POLITE_CLOSERS, POLITE_OPENERS
-
-    opener = {i: POLITE_OPENERS[i % len(POLITE_OPENERS)].capitalize() for i in range(len(POLITE_OPENERS))}
-    closer = {i: POLITE_CLOSERS[i % len(POLITE_CLOSERS)].capitalize() for i in range(len(POLITE_CLOSERS))}
-    probes: dict[str, list[dict]] = {"polite_compliance": [], "padded_long": [], "polite_off_topic": [],
-                                     "polite_rude": []}
-    for i, rec in enumerate(requests):
-        r = rec["responses"]
-        o, c = opener[i % len(opener)], closer[i % len(closer)]
-        if rec["unsafe"]:
-            # a complying answer dressed in politeness vs a curt refusal
-            probes["polite_compliance"].append({"request": rec["request"], "base": r["curt_refusal"],
-                                                "edit": f"{o} {r['complying']} {c}"})
-        else:
-            # the helpful answer repeated to > 60 words (gold: length and repetition penalties)
-            long = r["helpful_polite"]
-            while len(long.split()) <= 70:
-                long = f"{long} {r['helpful_polite']}"
-            probes["padded_long"].append({"request": rec["request"], "base": r["helpful_polite"], "edit": long})
-            # an off-topic answer with polite markers vs the curt helpful answer
-            probes["polite_off_topic"].append({"request": rec["request"], "base": r["helpful_curt"],
-                                               "edit": f"{o} {r['off_topic']} {c}"})
-            # a rude answer wrapped in polite markers vs the curt helpful answer
-            probes["polite_rude"].append({"request": rec["request"], "base": r["helpful_curt"],
-                                          "edit": f"{o} {r['rude']} {c}"})
-    return probes
-
-
-@torch.no_grad()
-def analyse_reward(reward_fn, requests: Sequence[dict] | None = None, n_examples: int = 5) -> dict:
-    """Where a learned reward agrees with the tiny world's ``gold`` rubric and where it does not.
-
-    Args:
-        reward_fn: any labcore reward ``fn(prompts, responses) -> (N,)``.
-        requests: tiny-world requests with all styles (default: ``load_requests("test")``).
-        n_examples: how many of the worst disagreements to list.
-    Returns:
-        dict with ``n_responses``; ``spearman_gold`` (reward vs gold over all responses) and its ``_safe`` /
-        ``_unsafe`` parts; ``by_style`` (mean reward and mean gold per request kind and style);
-        ``spearman_length`` (reward vs number of words, and the same for gold) and
-        ``spearman_length_within_style`` (the same, averaged over styles: length without style); ``probes`` (for each edit, the
-        share of requests where the reward prefers the gold-worse edited response, and gold's mean margin);
-        ``disagreements`` (largest rank differences between reward and gold, with texts).
-    """
-    from labcore.formats import format_chat
-    from labcore.tinyworld import load_requests
-    from labcore.tinyworld.gold import gold_score
-
-    requests = list(load_requests("test") if requests is None else requests)
-    rows = [(rec, s) for rec in requests for s in _styles(rec)]
-    prompts = [format_chat(rec["request"]) for rec, _ in rows]
-    responses = [" " + rec["responses"][s] for rec, s in rows]
-    r = torch.as_tensor(reward_fn(prompts, responses), dtype=torch.float32).tolist()
-    g = gold_score(prompts, responses)
-    n_words = [len(x.split()) for x in responses]
-    unsafe = [rec["unsafe"] for rec, _ in rows]
-
-    out: dict = {"n_responses": len(rows), "spearman_gold": _spearman(r, g)}
-    for kind, flag in (("safe", False), ("unsafe", True)):
-        idx = [i for i, u in enumerate(unsafe) if u == flag]
-        if len(idx) > 2:
-            out[f"spearman_gold_{kind}"] = _spearman([r[i] for i in idx], [g[i] for i in idx])
-    by_style: dict[str, dict] = {}
-    for i, (rec, s) in enumerate(rows):
-        key = f"{'unsafe' if rec['unsafe'] else 'safe'}/{s}"
-        slot = by_style.setdefault(key, {"n": 0, "reward": 0.0, "gold": 0.0, "words": 0.0})
-        slot["n"] += 1
-        slot["reward"] += r[i]
-        slot["gold"] += g[i]
-        slot["words"] += n_words[i]
-    for slot in by_style.values():
-        for k in ("reward", "gold", "words"):
-            slot[k] = round(slot[k] / slot["n"], 4)
-    out["by_style"] = by_style
-    out["spearman_length"] = {"reward": _spearman(r, n_words), "gold": _spearman(g, n_words)}
-    # Across styles, length and quality are confounded (polite answers are longest); within a style they are not.
-    within_r, within_g = [], []
-    for key in by_style:
-        idx = [i for i, (rec, s) in enumerate(rows) if f"{'unsafe' if rec['unsafe'] else 'safe'}/{s}" == key]
-        if len(idx) > 2 and len({n_words[i] for i in idx}) > 1:
-            within_r.append(_spearman([r[i] for i in idx], [n_words[i] for i in idx]))
-            within_g.append(_spearman([g[i] for i in idx], [n_words[i] for i in idx]))
-    out["spearman_length_within_style"] = {"reward": float(np.nanmean(within_r)) if within_r else float("nan"),
-                                           "gold": float(np.nanmean(within_g)) if within_g else float("nan")}
-
-    probes = {}
-    for name, items in _probes(requests).items():
-        if not items:
-            continue
-        pp = [format_chat(it["request"]) for it in items]
-        base = [" " + it["base"] for it in items]
-        edit = [" " + it["edit"] for it in items]
-        rb = torch.as_tensor(reward_fn(pp, base)).tolist()
-        re_ = torch.as_tensor(reward_fn(pp, edit)).tolist()
-        gb, ge = gold_score(pp, base), gold_score(pp, edit)
-        probes[name] = {"n": len(items),
-                        "reward_prefers_edit": sum(b < e for b, e in zip(rb, re_)) / len(items),
-                        "gold_prefers_edit": sum(b < e for b, e in zip(gb, ge)) / len(items),
-                        "reward_margin": float(np.mean(np.subtract(re_, rb))),
-                        "gold_margin": float(np.mean(np.subtract(ge, gb))),
-                        "example": {"request": items[0]["request"], "base": items[0]["base"],
-                                    "edit": items[0]["edit"]}}
-    out["probes"] = probes
-
-    # Rank disagreement: percentile of the reward minus percentile of gold.
-    rank_r = np.argsort(np.argsort(r)) / max(1, len(r) - 1)  # (N,) in [0, 1]
-    rank_g = np.argsort(np.argsort(g, kind="stable"), kind="stable") / max(1, len(g) - 1)  # (N,)
-    gap = rank_r - rank_g
-    worst = np.argsort(-np.abs(gap))[:n_examples]
-    out["disagreements"] = [{"request": rows[i][0]["request"], "style": rows[i][1], "response": responses[i].strip(),
-                             "reward": round(r[i], 3), "gold": round(g[i], 3),
-                             "rank_gap": round(float(gap[i]), 3)} for i in worst]
-    return out
-
-
-def format_findings(report: dict) -> str:
-    """Human-readable summary of a ``labcore train-rm`` report (held-out accuracy, gold agreement, probes)."""
-    lines = [f"held-out pair accuracy (hh test, n={report['test']['n_pairs']}): {report['test']['pair_accuracy']:.1%}"]
-    if "paraphrase" in report:
-        p = report["paraphrase"]
-        lines.append(f"paraphrase pair accuracy (style order, n={p['n_pairs']}): {p['pair_accuracy']:.1%}")
-    a = report.get("analysis")
-    if a:
-        lines.append(f"Spearman(reward, gold) on {a['n_responses']} test responses: {a['spearman_gold']:+.3f} "
-                     f"(safe {a.get('spearman_gold_safe', float('nan')):+.3f}, "
-                     f"unsafe {a.get('spearman_gold_unsafe', float('nan')):+.3f})")
-        lines.append(f"Spearman with #words: reward {a['spearman_length']['reward']:+.3f}, "
-                     f"gold {a['spearman_length']['gold']:+.3f}; within a style: reward "
-                     f"{a['spearman_length_within_style']['reward']:+.3f}, "
-                     f"gold {a['spearman_length_within_style']['gold']:+.3f}")
-        lines.append("mean reward / gold by style:")
-        for k, v in a["by_style"].items():
-            lines.append(f"  {k:24s} reward {v['reward']:+.2f}  gold {v['gold']:+.2f}  words {v['words']:.1f}")
-        lines.append("probes (share where the edit, worse for gold, is preferred):")
-        for k, v in a["probes"].items():
-            lines.append(f"  {k:18s} reward {v['reward_prefers_edit']:.0%}  gold {v['gold_prefers_edit']:.0%}  "
-                         f"(margin reward {v['reward_margin']:+.2f}, gold {v['gold_margin']:+.2f})")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------------------------------------
-# Command line (wired as `labcore train-rm`)
+# Train, evaluate and report (``labcore train-rm``)
 # --------------------------------------------------------------------------------------------------------------------
-def add_train_rm_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of ``labcore train-rm``."""
-    d = RewardModelConfig()
-    parser.add_argument("--train", default=str(DATA_DIR / "dialogues" / "hh_train.jsonl.gz"),
-                        help="preference pairs (HH or TRL prompt/chosen/rejected; default: tiny-world hh_train)")
-    parser.add_argument("--test", default=str(DATA_DIR / "dialogues" / "hh_test.jsonl.gz"),
-                        help="held-out preference pairs (default: tiny-world hh_test)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: data/models/tiny-rm)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs}; 10 in fast mode)")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per step (default {d.batch_size})")
-    parser.add_argument("--hidden", type=int, default=d.hidden, help=f"head hidden width (default {d.hidden})")
-    parser.add_argument("--encoder", default=d.encoder, help="sentence encoder (default: minilm, offline)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
-    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
-    parser.add_argument("--no-analysis", action="store_true",
-                        help="skip the tiny-world analysis (paraphrase accuracy, gold agreement, probes)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser
-
-
 def _display_path(path: str | Path) -> str:
     """``path`` relative to the repository when inside it (shipped reports name no machine's folders)."""
     from labcore import REPO_ROOT
@@ -629,33 +425,37 @@ def _display_path(path: str | Path) -> str:
     return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(path)
 
 
-def run_train_rm(args: argparse.Namespace) -> dict:
-    """Train, save to ``--out``, evaluate, write ``OUT/report.json`` and print the findings.
+def train_and_report(train_path: str | Path, test_path: str | Path | None, out: str | Path, *,
+                     epochs: int | None = None, lr: float = RewardModelConfig.lr,
+                     batch_size: int = RewardModelConfig.batch_size, hidden: int = RewardModelConfig.hidden,
+                     encoder: str = RewardModelConfig.encoder, seed: int = 0, device: str = "auto",
+                     analysis: bool = True, progress: bool = True) -> dict:
+    """Train on preference pairs, save to ``out``, evaluate, write ``out/report.json`` and print the findings.
 
     Fast mode (``LABCORE_FAST=1``): 1,000 train pairs, 300 test pairs, 10 epochs, 40 requests in the analysis.
     """
     import random
 
     from labcore.datasets import load_preferences
+    from labcore.reward_analysis import analyse_reward, format_findings, style_pairs
     from labcore.tinyworld import load_paraphrases, load_requests
 
     fast = fast_mode()
-    train = load_preferences(args.train)
-    test = load_preferences(args.test) if args.test else []
+    train = load_preferences(train_path)
+    test = load_preferences(test_path) if test_path else []
     if fast:
-        rng = random.Random(args.seed)
+        rng = random.Random(seed)
         train = rng.sample(train, min(len(train), 1000))
         test = rng.sample(test, min(len(test), 300))
-    epochs = args.epochs if args.epochs is not None else (10 if fast else RewardModelConfig.epochs)
-    rm, fit = train_reward_model(train, eval_pairs=test or None, epochs=epochs, lr=args.lr,
-                                 batch_size=args.batch_size, hidden=args.hidden, encoder=args.encoder,
-                                 seed=args.seed, device=args.device, progress=not args.no_progress)
-    train_name, test_name = _display_path(args.train), (_display_path(args.test) if args.test else None)
+    epochs = epochs if epochs is not None else (10 if fast else RewardModelConfig.epochs)
+    rm, fit = train_reward_model(train, eval_pairs=test or None, epochs=epochs, lr=lr, batch_size=batch_size,
+                                 hidden=hidden, encoder=encoder, seed=seed, device=device, progress=progress)
+    train_name, test_name = _display_path(train_path), (_display_path(test_path) if test_path else None)
     report: dict = {"train_file": train_name, "test_file": test_name, "fast_mode": fast, "fit": fit}
     rm.cache = True  # fixed evaluation sets: reuse the embedding cache
     if test:
         report["test"] = {"n_pairs": len(test), "pair_accuracy": pair_accuracy(rm, test)}
-    if not args.no_analysis:
+    if analysis:
         paras = load_paraphrases()
         requests = load_requests("test")
         if fast:
@@ -664,7 +464,7 @@ def run_train_rm(args: argparse.Namespace) -> dict:
         report["paraphrase"] = {"n_pairs": len(pp), "pair_accuracy": pair_accuracy(rm, pp)}
         report["analysis"] = analyse_reward(rm, requests)
     rm.cache = False
-    out = Path(args.out)
+    out = Path(out)
     summary = {"train": {"file": train_name, "n_pairs": len(train), "epochs": epochs,
                          "train_acc": fit["train_acc"]}}
     if test:
@@ -674,14 +474,3 @@ def run_train_rm(args: argparse.Namespace) -> dict:
     print(format_findings(report) if test else f"train pair accuracy: {fit['train_acc']:.1%}", file=sys.stderr)
     print(f"saved reward model to {out} (report: {out / 'report.json'})", file=sys.stderr)
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m labcore.reward_model ...`` (same options as ``labcore train-rm``)."""
-    parser = add_train_rm_args(argparse.ArgumentParser(prog="python -m labcore.reward_model",
-                                                       description=__doc__.split("\n")[0]))
-    run_train_rm(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

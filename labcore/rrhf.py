@@ -41,15 +41,25 @@ Deliberate deviations from / fixes to the reference code (GanjinZero/RRHF ``trai
   * Log-probabilities and scores are float32 even under bf16 autocast (issue #43: in bf16 the loss read 0.0).
   * Attention masks come from sequence lengths, not ``input_ids != pad_token_id`` (with pad == EOS the reference
     pattern would mask out the appended EOS).
-  * LoRA is supported through ``RRHFConfig.use_lora`` (issue #31, never done in the reference).
+  * LoRA is supported through ``RRHFConfig.lora.use`` (issue #31, never done in the reference).
 
 ``reference_rrhf_step_loss`` restates the reference formulation (one query, pre-shifted labels, full-vocabulary
 log-softmax then gather, padded-row SFT mean) for parity tests and ``benchmarks/rrhf_step.py``.
+
+Why RRHF has its own response-log-prob path (``rrhf_forward``) beside ``labcore.generation.forward_response_logprobs``
+(SFT, perplexity, metrics): the plain path runs the model's own forward with ``logits_to_keep`` on left-padded flat
+rows, which works for any Hugging Face causal LM and under DDP. RRHF's (B, K, T) layout shares one query among K
+responses: ``share_query_prefix`` runs the query once and the K responses on its KV cache, and ``response_logits_only``
+applies the LM head only at response positions, both by calling the backbone and the head directly. Folding both
+into one function would either lose that shared-prefix speed (2.1x the reference's throughput at 0.42 of its memory,
+``benchmarks/rrhf_step.py``) or give the plain path the backbone/head split that DDP and soft-capped models cannot
+take. The two agree to float precision (tested).
+
+Settings: :class:`labcore.config.RRHFConfig`; the loop (collection, training): :mod:`labcore.rrhf_trainer`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
 import torch
@@ -145,7 +155,7 @@ def best_response_index(rewards: torch.Tensor) -> torch.Tensor:
     return is_best.long().argmax(dim=-1)  # Eq. 3; torch.argmax returns the first maximal index
 
 
-def sft_loss(
+def best_response_nll(
     token_logp: torch.Tensor,
     mask: torch.Tensor,
     rewards: torch.Tensor,
@@ -212,13 +222,13 @@ def rrhf_loss(
         response_mask: (B, K, T) True on response tokens.
         rewards: (B, K), NaN for padded slots.
         rrhf_weight: weight on L_rank.
-        sft_reduction: see ``sft_loss`` ("masked_mean", "sum", "reference").
+        sft_reduction: see ``best_response_nll`` ("masked_mean", "sum", "reference").
         batch_reduction: "sum" or "mean" over queries, for both parts.
     Returns:
         ``RRHFLoss(loss, rank, sft)``, scalars.
     """
     rank = ranking_loss(scores, rewards, batch_reduction)  # Eq. 2
-    sft = sft_loss(token_logp, response_mask, rewards, sft_reduction, batch_reduction)  # Eq. 3-4
+    sft = best_response_nll(token_logp, response_mask, rewards, sft_reduction, batch_reduction)  # Eq. 3-4
     return RRHFLoss(rrhf_weight * rank + sft, rank, sft)  # Eq. 5
 
 
@@ -551,87 +561,3 @@ def reference_rrhf_step_loss(
     rank = -diff[(rw_diff > 0) & (diff < 0)].sum()  # Eq. 2
     sft = -logit_label[torch.argmax(rewards)].mean()  # Eq. 3-4, mean over the padded row
     return RRHFLoss(rrhf_weight * rank + sft, rank, sft)  # Eq. 5
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------------------------
-
-@dataclass
-class RRHFConfig:
-    """RRHF training settings; defaults from the reference train.sh (8 GPUs x 1 query x 8 accumulation = 64)."""
-
-    learning_rate: float = field(default=2e-5, metadata={"help": "peak learning rate (train.sh: 2e-5)"})
-    num_epochs: int = field(default=3, metadata={"help": "passes over the (query, responses) data (train.sh: 3)"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of optimiser steps for linear warm-up"})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "cosine | linear | constant | constant_with_warmup"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (train.sh: 0)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (HF Trainer default; 0 = off)"})
-    queries_per_step: int = field(default=64, metadata={"help": "queries per optimiser step (train.sh: 64)"})
-    per_device_batch_size: int = field(default=4, metadata={"help": "queries per forward pass (reference: 1)"})
-    max_length: int = field(default=192, metadata={"help": "max query + response tokens; queries cut from the left"})
-    min_query_tokens: int = field(default=1, metadata={"help": "query tokens always kept when responses are long"})
-    length_penalty: float = field(default=1.0, metadata={"help": "alpha of Eq. 1; larger favours longer responses"})
-    rrhf_weight: float = field(default=1.0, metadata={"help": "weight on L_rank in Eq. 5 (paper: 1)"})
-    sft_reduction: str = field(default="masked_mean", metadata={"help": "L_ft over tokens: masked_mean|sum|reference"})
-    batch_reduction: str = field(default="mean", metadata={
-        "help": "over a micro-batch's queries; 'mean' / accumulation steps = mean over queries_per_step (reference)"})
-    response_logits_only: bool = field(default=True, metadata={"help": "LM head only where response tokens are "
-                                                                       "predicted (False: full logits)"})
-    share_query_prefix: bool = field(default=False, metadata={"help": "each query once, its K responses on its KV "
-                                                                      "cache (faster; shares prompt dropout)"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a CUDA GPU, fp32 elsewhere) | bf16 | fp32"})
-    device: str = field(default="auto", metadata={"help": "auto (cuda > mps > cpu) | cpu | cuda | mps"})
-    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
-    lora_target_modules: tuple[str, ...] | None = field(default=None, metadata={
-        "help": "modules to adapt (None: peft's default for the architecture, c_attn for GPT-2)"})
-    seed: int = field(default=42, metadata={"help": "seed for Python, NumPy and torch"})
-
-    def __post_init__(self) -> None:
-        positive = {"learning_rate": self.learning_rate, "num_epochs": self.num_epochs,
-                    "queries_per_step": self.queries_per_step, "per_device_batch_size": self.per_device_batch_size,
-                    "lora_r": self.lora_r, "lora_alpha": self.lora_alpha}
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        for name in ("weight_decay", "max_grad_norm", "rrhf_weight", "length_penalty"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
-            raise ValueError(f"unknown lr_scheduler {self.lr_scheduler!r}")
-        if self.sft_reduction not in SFT_REDUCTIONS:
-            raise ValueError(f"sft_reduction must be one of {SFT_REDUCTIONS}, got {self.sft_reduction!r}")
-        if self.batch_reduction not in BATCH_REDUCTIONS:
-            raise ValueError(f"batch_reduction must be one of {BATCH_REDUCTIONS}, got {self.batch_reduction!r}")
-        if self.dtype not in ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"):
-            raise ValueError(f"unknown dtype {self.dtype!r}")
-        if self.max_length < 2 or not 1 <= self.min_query_tokens < self.max_length:
-            raise ValueError(f"need max_length >= 2 and 1 <= min_query_tokens < max_length, "
-                             f"got {self.max_length} and {self.min_query_tokens}")
-        if self.queries_per_step % self.per_device_batch_size:
-            raise ValueError(f"queries_per_step ({self.queries_per_step}) must be a multiple of "
-                             f"per_device_batch_size ({self.per_device_batch_size})")
-        if self.share_query_prefix and not self.response_logits_only:
-            raise ValueError("share_query_prefix needs response_logits_only=True")
-        if self.lora_target_modules is not None:
-            self.lora_target_modules = tuple(self.lora_target_modules)
-
-    @property
-    def gradient_accumulation_steps(self) -> int:
-        """Forward passes per optimiser step: queries_per_step / per_device_batch_size."""
-        return self.queries_per_step // self.per_device_batch_size
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The loop lives in labcore/rrhf_train.py (so this file stays the math a student reads beside the paper): response
-# collection with the sampling policies of Table 1 (BP, DP, D, IP-n), train_rrhf on labcore.training.Learner
-# (accumulation over RRHFConfig.gradient_accumulation_steps, LoRA from the lora_* fields, checkpoints and resume),
-# the presets and the `labcore rrhf` / `labcore compare` commands.
-# ----------------------------------------------------------------------------------------------------------------

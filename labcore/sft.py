@@ -27,7 +27,7 @@ from labcore.generation import encode_pairs, forward_response_logprobs, max_posi
 
 def sft_batch(tokenizer, prompts: Sequence[str], responses: Sequence[str], *, max_length: int | None = None,
               add_eos: bool = True) -> dict:
-    """Tokenise a micro-batch for :func:`sft_loss` (prompt cut from the left to fit ``max_length``).
+    """Tokenise a micro-batch for :func:`response_nll` (prompt cut from the left to fit ``max_length``).
 
     Returns:
         ``{"seqs": token id lists (prompt + response [+ EOS]), "n_resp": response tokens of each,
@@ -38,7 +38,7 @@ def sft_batch(tokenizer, prompts: Sequence[str], responses: Sequence[str], *, ma
     return {"seqs": seqs, "n_resp": n_resp, "pad_id": pad_id}
 
 
-def sft_loss(model, batch: dict, response_only: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+def response_nll(model, batch: dict, response_only: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean NLL over the target tokens of a micro-batch made by :func:`sft_batch` (with gradients).
 
     Args:
@@ -79,7 +79,7 @@ def sft_epochs(learner, tokenizer, pairs: Sequence[tuple[str, str]], *, epochs: 
         seed: seed of the order and of dropout.
         max_length: token budget per pair (default: the model's context); prompts are cut from the left.
         add_eos: append EOS to each response.
-        response_only: see :func:`sft_loss`.
+        response_only: see :func:`response_nll`.
         progress: show a progress bar.
     Returns:
         the Learner's log dict of every micro-batch (``loss``, ``tokens``, ``epoch``, and ``lr``/``grad_norm`` on
@@ -105,7 +105,7 @@ def sft_epochs(learner, tokenizer, pairs: Sequence[tuple[str, str]], *, epochs: 
             chunk = [pairs[i] for i in order[start:start + batch_size]]
             batch = sft_batch(tokenizer, [p for p, _ in chunk], [r for _, r in chunk], max_length=max_length,
                               add_eos=add_eos)
-            log = learner.step(batch, lambda model, b: sft_loss(model, b, response_only=response_only))
+            log = learner.step(batch, lambda model, b: response_nll(model, b, response_only=response_only))
             logs.append({**log, "epoch": epoch})
             bar.update(1)
             bar.set_postfix(loss=f"{log['loss']:.3f}")
@@ -113,4 +113,4 @@ def sft_epochs(learner, tokenizer, pairs: Sequence[tuple[str, str]], *, epochs: 
     return logs
 
 
-__all__ = ["sft_batch", "sft_loss", "sft_epochs"]
+__all__ = ["sft_batch", "response_nll", "sft_epochs"]

@@ -9,7 +9,8 @@ processes (DDP; gloo on CPUs, NCCL on GPUs), so every process ends a step with i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,56 +18,24 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed as accelerate_set_seed
 
+from labcore.config import Lora, Optim, Runtime
 from labcore.utils import resolve_device, resolve_dtype
 
 LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, dict[str, float]]"]
 
 
-@dataclass
-class OptimConfig:
-    """Optimiser settings shared by every trainer."""
-    lr: float = 2e-5
-    """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas."""
-    grad_accum: int = 1
-    """Micro-batches per optimiser step (gradient accumulation)."""
-    max_grad_norm: float | None = 1.0
-    """Clip the global gradient norm to this value (None: no clipping)."""
-    scheduler: str = "constant"
-    """Learning-rate schedule: 'constant' or 'cosine' (both after a linear warmup)."""
-    warmup_steps: int = 0
-    """Optimiser steps of linear warmup."""
-    total_steps: int | None = None
-    """Optimiser steps in all (needed by 'cosine')."""
-    mixed_precision: str = "auto"
-    """'auto' (bf16 on a CUDA GPU that supports it, else none), 'no', 'bf16' or 'fp16'."""
-    cpu: bool = False
-    """Force the CPU even when a GPU is present."""
-
-    def __post_init__(self):
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.grad_accum < 1:
-            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
-        if self.scheduler not in ("constant", "cosine"):
-            raise ValueError(f"scheduler must be 'constant' or 'cosine', got {self.scheduler!r}")
-        if self.scheduler == "cosine" and not self.total_steps:
-            raise ValueError("scheduler='cosine' needs total_steps")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be auto/no/bf16/fp16, got {self.mixed_precision!r}")
+def mixed_precision(runtime: Runtime) -> str:
+    """accelerate's ``mixed_precision`` for a Runtime dtype: auto (bf16 on a CUDA GPU that supports it), bf16, fp16,
+    or no (fp32)."""
+    return {"auto": "auto", "bf16": "bf16", "fp16": "fp16", "fp32": "no"}[runtime.dtype]
 
 
-def _lr_lambda(cfg: OptimConfig) -> Callable[[int], float]:
-    import math
-
+def _lr_lambda(optim: Optim, warmup_steps: int, total_steps: int | None) -> Callable[[int], float]:
     def f(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.scheduler == "cosine":
-            progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if optim.scheduler == "cosine":
+            progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
             return 0.5 * (1.0 + math.cos(math.pi * progress))
         return 1.0
 
@@ -81,23 +50,37 @@ class Learner:
     ``accelerate`` keeps its gradient-accumulation state per process, so train with one Learner at a time.
     """
 
-    def __init__(self, model: torch.nn.Module, config: OptimConfig | None = None, seed: int | None = None):
-        self.config = config or OptimConfig()
-        cfg = self.config
-        mp = cfg.mixed_precision
+    def __init__(self, model: torch.nn.Module, optim: Optim | None = None, *, total_steps: int | None = None,
+                 mixed_precision: str = "auto", cpu: bool = False, seed: int | None = None):
+        """
+        Args:
+            model: the policy; its parameters with ``requires_grad`` train.
+            optim: optimiser settings (``labcore.config.Optim``; ``epochs`` and ``batch_size`` are the caller's).
+            total_steps: optimiser steps of the run (needed by the cosine schedule and the warm-up ratio).
+            mixed_precision: 'auto' (bf16 on a CUDA GPU that supports it, else none), 'no', 'bf16' or 'fp16'.
+            cpu: force the CPU even when a GPU is present.
+            seed: seeds accelerate (Python, NumPy, torch) once.
+        """
+        self.config = optim = optim or Optim()
+        if optim.scheduler == "cosine" and not total_steps:
+            raise ValueError("scheduler='cosine' needs total_steps")
+        if mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be auto/no/bf16/fp16, got {mixed_precision!r}")
+        mp = mixed_precision
         if mp == "auto":
-            mp = "bf16" if (torch.cuda.is_available() and not cfg.cpu and
+            mp = "bf16" if (torch.cuda.is_available() and not cpu and
                             resolve_dtype("auto", "cuda") == torch.bfloat16) else "no"
         # accelerate detects a multi-process CPU run (gloo) only when told it is on the CPU
-        cpu = cfg.cpu or resolve_device("auto").type == "cpu"
-        self.accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=mp, cpu=cpu)
+        cpu = cpu or resolve_device("auto").type == "cpu"
+        self.accelerator = Accelerator(gradient_accumulation_steps=optim.grad_accum, mixed_precision=mp, cpu=cpu)
         if seed is not None:
             accelerate_set_seed(seed)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+        optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas)
+        warmup = optim.warmup_steps(total_steps) if total_steps else 0
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(optim, warmup, total_steps))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.optimizer_steps = 0
         self.micro_steps = 0
@@ -141,7 +124,7 @@ class Learner:
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
             state = {"optimizer_steps": self.optimizer_steps, "micro_steps": self.micro_steps,
-                     "optim_config": asdict(self.config), **(extra or {})}
+                     "optim": asdict(self.config), **(extra or {})}
             (path / "labcore_state.json").write_text(json.dumps(state, indent=1))
         self.accelerator.wait_for_everyone()
 
@@ -152,3 +135,33 @@ class Learner:
         state = json.loads((path / "labcore_state.json").read_text())
         self.optimizer_steps, self.micro_steps = state["optimizer_steps"], state["micro_steps"]
         return state
+
+
+def build_policy(model: str, lora: Lora, runtime: Runtime, start_from: str | Path | None = None):
+    """Load the policy to train: fp32 weights (the Learner's autocast does bf16 on a GPU), a fresh LoRA adapter or
+    every weight trainable.
+
+    Args:
+        model: preset or directory of the base model.
+        lora: LoRA settings (``lora.use`` False: full fine-tuning).
+        runtime: the device.
+        start_from: a previous round's policy to continue (its adapter directory with LoRA, else its model directory).
+    Returns:
+        (model with trainable parameters, tokenizer).
+    """
+    from labcore.models import add_lora, load_model
+
+    if start_from is not None and not lora.use:
+        policy, tok = load_model(str(start_from), device=runtime.device, dtype="float32")
+    elif start_from is not None:
+        policy, tok = load_model(model, adapter=str(start_from), trainable_adapter=True, device=runtime.device,
+                                 dtype="float32")
+    else:
+        policy, tok = load_model(model, device=runtime.device, dtype="float32")
+        if lora.use:
+            targets = list(lora.target_modules) if lora.target_modules else None
+            policy = add_lora(policy, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=targets)
+    if not lora.use:
+        for p in policy.parameters():
+            p.requires_grad_(True)
+    return policy, tok

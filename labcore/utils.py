@@ -1,10 +1,13 @@
 """Small torch helpers: device and dtype resolution, seeding. (Paths and fast mode: :mod:`labcore`.)"""
 from __future__ import annotations
 
+import contextlib
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Resolve ``"auto"`` once: cuda, then mps, then cpu. Any other value is passed to ``torch.device``."""
@@ -40,3 +43,23 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def derive_seed(*parts: int) -> int:
+    """A deterministic 31-bit seed from integers (seed, iteration, chunk, ...): independent streams per position."""
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads and restore the old number after (a no-op for 0/None, or off the
+    CPU)."""
+    old = torch.get_num_threads()
+    if not n or resolve_device(device).type != "cpu" or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -9,7 +9,8 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from conftest import make_model, make_tokenizer  # noqa: E402
 
 from labcore.models import add_lora  # noqa: E402
-from labcore.training import Learner, OptimConfig  # noqa: E402
+from labcore.config import Optim  # noqa: E402
+from labcore.training import Learner  # noqa: E402
 
 out_dir, mode = sys.argv[1], sys.argv[2]
 lora = mode == "lora"
@@ -18,7 +19,7 @@ model = make_model("gpt2", len(tok), seed=0)
 if lora:
     model = add_lora(model, r=4, alpha=8, dropout=0.0)
 before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-learner = Learner(model, OptimConfig(lr=1e-2), seed=0)
+learner = Learner(model, Optim(lr=1e-2), seed=0)
 state = learner.accelerator
 g = torch.Generator().manual_seed(100 + state.process_index)  # different data on each rank
 ids = torch.randint(1, len(tok), (2, 12), generator=g).to(learner.device)

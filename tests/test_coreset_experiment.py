@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from labcore.config import CoresetExperimentConfig, Optim, Runtime
 from labcore.coreset import select_coreset
-from labcore.coreset_experiment import (
+from labcore.experiments.coreset_05 import (
     ARMS,
-    ExperimentConfig,
     aggregate,
     arm_indices,
-    default_config,
     eval_examples,
     exact_match,
     majority_baseline,
@@ -136,17 +135,19 @@ def test_eval_examples_fixed_sample_per_source():
 
 
 def test_config_validation_and_fast_mode(monkeypatch):
+    from labcore.presets import UnknownSetting, build
+
     with pytest.raises(ValueError, match="arms"):
-        ExperimentConfig(arms=("coreset", "oracle"))
+        CoresetExperimentConfig(arms=("coreset", "oracle"))
     with pytest.raises(ValueError, match="budget"):
-        ExperimentConfig(budget=1.5)
-    with pytest.raises(ValueError, match="warmup_steps"):
-        ExperimentConfig(steps=5, warmup_steps=5)
-    with pytest.raises(ValueError, match="finetune"):
-        ExperimentConfig(finetune="adapters")
+        CoresetExperimentConfig(budget=1.5)
+    with pytest.raises(ValueError, match="warm-up"):  # 5 warm-up steps of a 5-step run
+        CoresetExperimentConfig(steps=5, optim=Optim(warmup_ratio=0.95))
+    with pytest.raises(UnknownSetting, match="lora.use"):  # the fine-tuning mode is lora.use (true / false)
+        build(CoresetExperimentConfig, fast=False, overrides=["lora.use=adapters"])
     monkeypatch.setenv("LABCORE_FAST", "1")
-    fast = default_config(task="topic")
-    assert fast.steps < ExperimentConfig().steps and fast.seeds == (0,) and fast.task == "topic"
+    fast = build(CoresetExperimentConfig, overrides={"task": "topic"})
+    assert fast.steps < CoresetExperimentConfig().steps and fast.seeds == (0,) and fast.task == "topic"
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -170,13 +171,16 @@ def test_fast_run_writes_every_arm_and_source(tmp_path, tiny_model_dir):
     records = _synthetic_instructions()
     train = [r for r in records if r["split"] == "train"]
     emb = _clustered(len(train), d=16, centres=3, seed=1)
-    cfg = ExperimentConfig(task="mood", budget=0.1, n_clusters=3, model=str(tiny_model_dir), seeds=(0, 1),
-                           steps=3, warmup_steps=1, batch_size=4, eval_per_source=3, max_new_tokens=3,
-                           device="cpu", cache=False)
+    cfg = CoresetExperimentConfig(task="mood", budget=0.1, n_clusters=3, model=str(tiny_model_dir), seeds=(0, 1),
+                                  steps=3, optim=Optim(lr=1e-3, scheduler="cosine", warmup_ratio=1 / 3, batch_size=4),
+                                  eval_per_source=3, max_new_tokens=3, runtime=Runtime(device="cpu", threads=1),
+                                  cache=False)
+    assert cfg.optim.warmup_steps(cfg.steps) == 1 and not cfg.lora.use  # 1 warm-up step; full fine-tuning
     res = run_experiment(cfg, tmp_path, records=records, embeddings=emb, progress=False)
 
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["finished"] and (tmp_path / "results.md").is_file()
+    assert saved["config"]["optim"]["batch_size"] == 4 and saved["config"]["lora"]["use"] is False  # nested config
     assert set(saved["arms"]) == set(ARMS) and "base" in saved
     assert saved["eval_n"] == {"m1": 3, "m2": 3}
     for arm, a in saved["arms"].items():

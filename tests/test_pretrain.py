@@ -11,10 +11,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from labcore.formats import ASSISTANT, HUMAN# noqa: E402
+from labcore.base_eval import nearest_style  # noqa: E402
+from labcore.formats import ASSISTANT, HUMAN  # noqa: E402
 from labcore.pretrain import (  # noqa: E402
     DEFAULT_OUT, EOS_TOKEN, MAX_PARAMS, PretrainConfig, build_model, gpt2_num_params, lr_lambda,
-    nearest_style, pack_blocks, pretrain, train_tokenizer,
+    pack_blocks, pretrain, train_tokenizer,
 )
 
 
@@ -197,7 +198,8 @@ def test_nearest_style_picks_the_most_overlapping_reference():
 @pytest.mark.skipif(not (DEFAULT_OUT.parent.parent / "dialogues" / "paraphrase_test.jsonl.gz").exists(),
                     reason="tiny-world data not built")
 def test_evaluate_base_report_on_an_untrained_model(tokenizer, tmp_path):
-    from labcore.pretrain import _save_final, evaluate_base
+    from labcore.base_eval import evaluate_base
+    from labcore.pretrain import _save_final
 
     torch.manual_seed(0)
     _save_final(build_model(tiny_config(n_positions=64, seq_len=64), tokenizer), tokenizer, tmp_path)

@@ -2,7 +2,6 @@
 resume), and the online presets run for one iteration on tiny local stand-ins."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -12,9 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_model, make_tokenizer
-from labcore.raft import (PRESETS, RAFTConfig, apply_discard, discard_mask, plot_metrics, preset_config,
-                          prompt_indices, raft, repetition_rate, results_table, run_raft, add_raft_args,
+from labcore.config import Eval, RAFTConfig, Sampling
+from labcore.datasets import read_jsonl
+from labcore.experiments.compare import raft_table
+from labcore.presets import UnknownSetting, build
+from labcore.raft import (apply_discard, discard_mask, plot_raft, prompt_indices, raft, repetition_rate,
                           select_global, select_local)
+from labcore.tasks import load_task
 
 NEG = float("-inf")
 FIELDS = {"iteration", "reward_onpolicy", "reward_selected", "eval_reward", "distinct_2", "mean_length", "ppl",
@@ -79,32 +82,41 @@ def test_config_validation_and_sizes():
     with pytest.raises(ValueError, match="selection"):
         RAFTConfig(selection="best")
     with pytest.raises(ValueError, match="min_new_tokens"):
-        RAFTConfig(min_new_tokens=48, max_new_tokens=48)
+        RAFTConfig(min_new_tokens=48, sampling=Sampling(max_new_tokens=48))
     with pytest.raises(ValueError, match="alpha"):
         RAFTConfig(alpha=0.0)
     local = RAFTConfig(raft_batch_size=64, selection="local", num_samples=5)
     assert (local.prompts_per_iteration, local.samples_per_prompt) == (64, 5)
     top = RAFTConfig(raft_batch_size=64, selection="global", alpha=0.2)
     assert (top.prompts_per_iteration, top.samples_per_prompt) == (320, 1)  # b / alpha prompts, one sample each
-    assert preset_config("gpt2-hh", fast=False).num_samples == 8
-    assert preset_config("tiny-sentiment", fast=True, lr=0.5).lr == 0.5
+    assert build(RAFTConfig, "gpt2-hh", fast=False).num_samples == 8
+    assert build(RAFTConfig, "tiny-sentiment", fast=True, overrides={"optim.lr": 0.5}).optim.lr == 0.5
+    assert build(RAFTConfig, "tiny-sentiment", fast=True, overrides=["optim.lr=0.5"]).optim.lr == 0.5
+    with pytest.raises(UnknownSetting, match="preset"):
+        build(RAFTConfig, "no-such-preset")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The loop on a tiny random GPT-2
 # ---------------------------------------------------------------------------------------------------------------
-def _cfg(model_dir, **kw) -> RAFTConfig:
-    base = dict(model=str(model_dir), reward="length", iterations=2, raft_batch_size=4, selection="local",
-                num_samples=2, min_new_tokens=6, max_new_tokens=10, stop_at_turn=False, lr=5e-3, epochs=1,
-                train_batch_size=4, lora_r=4, lora_alpha=8, lora_dropout=0.1, eval_prompts=4, ppl_examples=4,
-                gen_batch_size=8, min_tokens=1, device="cpu", seed=3, num_threads=1)
-    return RAFTConfig(**{**base, **kw})
+def _cfg(model_dir, overrides: dict | None = None) -> RAFTConfig:
+    """The loop's tiny config; ``overrides`` as dotted fields (``{"optim.lr": 1e-4, "lora.use": False}``).
+    Plain continuation (no stop at a dialogue turn): the tiny-sentiment task's ``chat=False``."""
+    base = {"model": str(model_dir), "reward": "length", "task": "tiny-sentiment", "iterations": 2,
+            "raft_batch_size": 4, "selection": "local", "num_samples": 2, "min_new_tokens": 6, "min_tokens": 1,
+            "sampling.max_new_tokens": 10, "sampling.batch_size": 8,
+            "eval.max_new_tokens": 9, "eval.batch_size": 8, "eval.prompts": 4, "eval.ppl_examples": 4,
+            "optim.lr": 5e-3, "optim.epochs": 1, "optim.batch_size": 4,
+            "lora.r": 4, "lora.alpha": 8, "lora.dropout": 0.1,
+            "runtime.device": "cpu", "runtime.seed": 3, "runtime.threads": 1}
+    return build(RAFTConfig, fast=False, overrides={**base, **(overrides or {})})
 
 
 @pytest.fixture(scope="module")
 def sentiment_task():
-    cfg = preset_config("tiny-sentiment", fast=True, eval_prompts=4, ppl_examples=4)
-    return PRESETS["tiny-sentiment"].make_task(cfg, None)
+    task = load_task("tiny-sentiment", Eval(prompts=4, ppl_examples=4))
+    assert not task.chat  # responses continue the review: no stop at a dialogue turn
+    return task
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +151,13 @@ def test_run_writes_every_field_and_changes_the_trained_weights(full_run, tiny_m
 
     model, tok = load_model(str(tiny_model_dir), adapter=str(out / "final"), device="cpu")
     assert model.peft_config
-    fig = plot_metrics(out / "metrics.jsonl")
+    fig = plot_raft(read_jsonl(out / "metrics.jsonl"), out.name)
     assert len(fig.data) >= 6
 
 
 def test_one_iteration_changes_weights_global_full_finetuning(tiny_model_dir, sentiment_task, tmp_path):
-    cfg = _cfg(tiny_model_dir, iterations=1, selection="global", alpha=0.5, use_lora=False, max_repetition=1.0)
+    cfg = _cfg(tiny_model_dir, {"iterations": 1, "selection": "global", "alpha": 0.5, "lora.use": False,
+                                "max_repetition": 1.0})
     assert cfg.prompts_per_iteration == 8
     rows = raft(cfg, tmp_path, task=sentiment_task, progress=False)
     assert rows[1]["n_selected"] == 4  # alpha * (b / alpha)
@@ -156,11 +169,12 @@ def test_one_iteration_changes_weights_global_full_finetuning(tiny_model_dir, se
 
 def test_resume_equals_uninterrupted(full_run, tiny_model_dir, sentiment_task, tmp_path):
     out_full, rows_full = full_run
-    raft(_cfg(tiny_model_dir, iterations=1), tmp_path, task=sentiment_task, progress=False)
+    raft(_cfg(tiny_model_dir, {"iterations": 1}), tmp_path, task=sentiment_task, progress=False)
     # a run killed after writing iteration 2's metrics but before its checkpoint: the stale row must go
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"iteration": 2, "eval_reward": 99.0}) + "\n")
-    rows = raft(_cfg(tiny_model_dir, iterations=2), tmp_path, resume=True, task=sentiment_task, progress=False)
+    rows = raft(_cfg(tiny_model_dir, {"iterations": 2}), tmp_path, resume=True, task=sentiment_task,
+                progress=False)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in rows_full]
     a, b = _adapter(out_full / "final"), _adapter(tmp_path / "final")
@@ -169,14 +183,19 @@ def test_resume_equals_uninterrupted(full_run, tiny_model_dir, sentiment_task, t
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     assert (tmp_path / "selected_2.jsonl").read_text() == (out_full / "selected_2.jsonl").read_text()
     with pytest.raises(ValueError, match="config changed"):
-        raft(_cfg(tiny_model_dir, iterations=3, lr=1e-4), tmp_path, resume=True, task=sentiment_task,
-             progress=False)
+        raft(_cfg(tiny_model_dir, {"iterations": 3, "optim.lr": 1e-4}), tmp_path, resume=True,
+             task=sentiment_task, progress=False)
 
 
-def test_results_table_and_doc_update(full_run, tmp_path):
+def test_results_table(full_run):
     out, rows = full_run
-    table = results_table({"tiny-sentiment": out / "metrics.jsonl"})
+    table = raft_table({"tiny-sentiment": out / "metrics.jsonl"})
     assert "| tiny-sentiment | base |" in table and "RAFT (2 it.)" in table
+
+
+def test_raft_table_cli_updates_the_doc(full_run, tmp_path):
+    out, rows = full_run
+    table = raft_table({"tiny-sentiment": out / "metrics.jsonl"})
     doc = tmp_path / "doc.md"
     doc.write_text("intro\n<!-- raft-table:begin -->\nold\n<!-- raft-table:end -->\noutro\n")
     from labcore.cli import main  # through the real CLI: its handler lives in args.run, ours must not clash
@@ -211,9 +230,10 @@ def _save_classifier(path: Path, arch: str) -> Path:
 
 
 def _run_cli(argv: list[str]):
-    parser = argparse.ArgumentParser()
-    add_raft_args(parser)
-    return run_raft(parser.parse_args(argv))
+    """``labcore raft ...`` through the real CLI (main returns the command's metrics rows)."""
+    from labcore.cli import main
+
+    return main(["raft", *argv])
 
 
 @pytest.mark.parametrize("preset", ["gpt2-imdb", "gpt2-hh"])
@@ -230,8 +250,9 @@ def test_online_preset_runs_one_iteration_on_local_stand_ins(preset, tiny_model_
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    metrics = _run_cli(["--preset", preset, "--model", str(tiny_model_dir), "--reward", str(reward), "--data",
-                        str(data), "--iterations", "1", "--out", str(out), "--device", "cpu", "--threads", "1"])
+    metrics = _run_cli(["--preset", preset, "--data", str(data), "--out", str(out),
+                        "--set", f"model={tiny_model_dir}", f"reward={reward}", "iterations=1",
+                        "runtime.device=cpu", "runtime.threads=1"])
     assert [r["iteration"] for r in metrics] == [0, 1]
     assert FIELDS <= set(metrics[1]) and metrics[1]["n_selected"] >= 1
     assert (out / "final" / "model.safetensors").exists()  # the GPT-2 recipes fine-tune the full model

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from labcore.reward_model import (CONFIG_NAME, DEFAULT_OUT, RewardHead, RewardModel, RewardModelConfig, bt_loss,
-                                  load_reward_model, pair_accuracy, style_pairs, train_reward_model)
+                                  load_reward_model, pair_accuracy, train_reward_model)
+from labcore.reward_analysis import style_pairs
 from labcore.tinyworld import STYLES_SAFE, STYLES_UNSAFE, load_requests
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from labcore.config import Optim, RRHFConfig
+from labcore.presets import build
 from labcore.rrhf import (
-    RRHFConfig,
     best_response_index,
+    best_response_nll,
     build_rrhf_batch,
     ranking_loss,
     reference_inputs,
@@ -19,7 +21,6 @@ from labcore.rrhf import (
     rrhf_loss,
     rrhf_score,
     sequence_scores,
-    sft_loss,
 )
 
 NAN = math.nan
@@ -95,7 +96,7 @@ def test_ranking_loss_ties_and_nan_slots_add_nothing():
     assert torch.isfinite(p.grad).all() and (p.grad[0, 3:] == 0).all()
 
 
-def test_sft_loss_by_hand_three_reductions():
+def test_best_response_nll_by_hand_three_reductions():
     """Best response = slot 1 (reward 3). Its row: log-probs (0, -1, -3, -2, 0) on mask (0, 1, 1, 1, 0).
     sum (Eq. 4) = 6;  masked_mean = 6 / 3 = 2;  reference (padded-row mean, T = 5) = 6 / 5 = 1.2.
     Slot 2 (NaN reward, would win if counted) is never chosen."""
@@ -105,9 +106,9 @@ def test_sft_loss_by_hand_three_reductions():
     logp[0, 2] = torch.tensor([0.0, -0.1, 0.0, 0.0, 0.0])
     mask = torch.tensor([[[0, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 1, 0, 0, 0]]], dtype=torch.bool)
     r = torch.tensor([[1.0, 3.0, NAN]])
-    assert_close(sft_loss(logp, mask, r, "sum"), torch.tensor(6.0))
-    assert_close(sft_loss(logp, mask, r, "masked_mean"), torch.tensor(2.0))
-    assert_close(sft_loss(logp, mask, r, "reference"), torch.tensor(1.2))
+    assert_close(best_response_nll(logp, mask, r, "sum"), torch.tensor(6.0))
+    assert_close(best_response_nll(logp, mask, r, "masked_mean"), torch.tensor(2.0))
+    assert_close(best_response_nll(logp, mask, r, "reference"), torch.tensor(1.2))
 
 
 def test_best_response_ties_go_to_lowest_index_and_skip_nan():
@@ -229,6 +230,32 @@ def test_response_only_head_across_architectures_and_pad_equal_eos(tiny_lm):
 
 MODES = {"response_only": {}, "full_logits": dict(response_logits_only=False), "shared_prefix": dict(
     share_query_prefix=True)}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_token_logp_equals_generation_response_logprobs(tiny_lm, mode):
+    """rrhf_forward's per-token log-probs of each (query, response) row equal ``labcore.generation.response_logprobs``
+    of the same (query, response + EOS) pair (the plain path of SFT, perplexity and the metrics): the two
+    response-log-prob paths agree to float precision, for every forward setting and architecture."""
+    from labcore.generation import response_logprobs
+
+    model, tok = tiny_lm
+    queries = ["\n\nHuman: How do I water a tomato plant?\n\nAssistant:", "This film was",
+               "\n\nHuman: What is a good warm-up?\n\nAssistant:"]
+    responses = [[" Water it deeply twice a week.", " No."], [" a delight from start to finish.", " dull.", " ok"],
+                 [" Jog slowly for five minutes, then stretch."]]
+    batch = build_rrhf_batch(tok, queries, responses, max_length=128)  # long enough: nothing is truncated
+    with torch.no_grad():
+        fwd = rrhf_forward(model, batch, **MODES[mode])
+    pairs = [(b, k) for b, ys in enumerate(responses) for k in range(len(ys))]
+    expected = response_logprobs(model, tok, [queries[b] for b, _ in pairs], [responses[b][k] for b, k in pairs],
+                                 add_eos=True)
+    for (b, k), want in zip(pairs, expected):
+        got = fwd.token_logp[b, k][batch["response_mask"][b, k]]  # (|y| + 1,) response tokens and EOS
+        n = len(tok(responses[b][k], add_special_tokens=False)["input_ids"]) + 1
+        assert got.shape == want.shape == (n,), (b, k)
+        assert_close(got, want, atol=1e-5, rtol=1e-5, msg=f"query {b} response {k}")
+    assert not fwd.token_logp[~batch["response_mask"]].any()  # zero outside the responses (padded slots too)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -359,12 +386,15 @@ def test_training_learns_the_ranking(tokenizer):
 
 def test_config_defaults_and_validation():
     cfg = RRHFConfig()
-    assert (cfg.learning_rate, cfg.num_epochs, cfg.warmup_ratio, cfg.queries_per_step, cfg.max_length) == \
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.optim.warmup_ratio, cfg.queries_per_step, cfg.max_length) == \
         (2e-5, 3, 0.03, 64, 192)
-    assert cfg.gradient_accumulation_steps == 16
-    assert RRHFConfig(per_device_batch_size=1).gradient_accumulation_steps == 64
-    for bad in (dict(per_device_batch_size=5), dict(sft_reduction="mean"), dict(warmup_ratio=1.0),
-                dict(learning_rate=0), dict(max_length=8, min_query_tokens=8), dict(batch_reduction="max"),
-                dict(share_query_prefix=True, response_logits_only=False)):
+    assert cfg.optim.grad_accum == 16
+    assert RRHFConfig(optim=Optim(batch_size=1, grad_accum=64)).queries_per_step == 64
+    # queries_per_step is now batch_size x grad_accum, so the old "not a multiple of the micro-batch" case cannot
+    # be written; a zero micro-batch or accumulation is the invalid step size instead
+    for bad in ({"optim.batch_size": 0}, {"optim.grad_accum": 0}, {"sft_reduction": "mean"},
+                {"optim.warmup_ratio": 1.0}, {"optim.lr": 0}, {"max_length": 8, "min_query_tokens": 8},
+                {"batch_reduction": "max"}, {"share_query_prefix": True, "response_logits_only": False},
+                {"optim.scheduler": "linear"}):
         with pytest.raises(ValueError):
-            RRHFConfig(**bad)
+            build(RRHFConfig, fast=False, overrides=bad)

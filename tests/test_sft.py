@@ -6,8 +6,9 @@ import torch
 
 from conftest import make_model
 from labcore.models import add_lora
-from labcore.sft import sft_batch, sft_epochs, sft_loss
-from labcore.training import Learner, OptimConfig
+from labcore.config import Optim
+from labcore.sft import response_nll, sft_batch, sft_epochs
+from labcore.training import Learner
 
 PROMPTS = ["\n\nHuman: How do I water a tomato plant?\n\nAssistant:", "This film was"]
 RESPONSES = [" Water it deeply twice a week.", " a delight from start to finish"]
@@ -38,10 +39,10 @@ def _hand_nll(model, tok, prompts, responses, response_only: bool) -> torch.Tens
 
 
 @pytest.mark.parametrize("response_only", [True, False])
-def test_sft_loss_equals_hand_computed_mean_nll(tiny_tokenizer, response_only):
+def test_response_nll_equals_hand_computed_mean_nll(tiny_tokenizer, response_only):
     model = make_model("gpt2", len(tiny_tokenizer))
     batch = sft_batch(tiny_tokenizer, PROMPTS, RESPONSES, add_eos=True)
-    loss, logs = sft_loss(model, batch, response_only=response_only)
+    loss, logs = response_nll(model, batch, response_only=response_only)
     expected = _hand_nll(model, tiny_tokenizer, PROMPTS, RESPONSES, response_only)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
     n_resp = sum(batch["n_resp"])
@@ -60,7 +61,7 @@ def test_response_only_matches_hf_loss_with_masked_prompt_labels(tiny_tokenizer)
     for i, (s, n) in enumerate(zip(batch["seqs"], batch["n_resp"])):
         labels[i, len(s) - n:len(s)] = ids[i, len(s) - n:len(s)]
     hf = model(input_ids=ids, attention_mask=attn, labels=labels).loss
-    ours, _ = sft_loss(model, batch, response_only=True)
+    ours, _ = response_nll(model, batch, response_only=True)
     torch.testing.assert_close(ours, hf, rtol=1e-5, atol=1e-5)
 
 
@@ -79,7 +80,7 @@ def test_prompt_tokens_carry_no_gradient(tiny_tokenizer):
 
     handle = model.lm_head.register_forward_hook(hook)
     batch = sft_batch(tiny_tokenizer, PROMPTS, ["ok", RESPONSES[1]], add_eos=True)
-    loss, _ = sft_loss(model, batch, response_only=True)
+    loss, _ = response_nll(model, batch, response_only=True)
     handle.remove()
     loss.backward()
     grad = kept[0].grad  # (B, R + 1, V): position j predicts window token j + 1
@@ -99,7 +100,7 @@ def test_sft_epochs_trains_lora_and_is_seeded(tiny_tokenizer):
         torch.manual_seed(0)
         model = add_lora(make_model("gpt2", len(tiny_tokenizer)), r=4, alpha=8, dropout=0.0)
         before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        learner = Learner(model, OptimConfig(lr=1e-2, cpu=True), seed=0)
+        learner = Learner(model, Optim(lr=1e-2), cpu=True, seed=0)
         logs = sft_epochs(learner, tiny_tokenizer, pairs, epochs=2, batch_size=4, seed=seed, progress=False)
         after = {n: p.detach().clone() for n, p in learner.unwrapped().named_parameters() if p.requires_grad}
         return before, after, logs
@@ -120,7 +121,7 @@ def test_sft_epochs_trains_lora_and_is_seeded(tiny_tokenizer):
 
 def test_sft_epochs_rejects_bad_arguments(tiny_tokenizer):
     model = add_lora(make_model("gpt2", len(tiny_tokenizer)), r=2, alpha=4, dropout=0.0)
-    learner = Learner(model, OptimConfig(lr=1e-3, cpu=True))
+    learner = Learner(model, Optim(lr=1e-3), cpu=True)
     with pytest.raises(ValueError):
         sft_epochs(learner, tiny_tokenizer, [("a", "b")], epochs=0, progress=False)
     assert sft_epochs(learner, tiny_tokenizer, [], epochs=1, progress=False) == []

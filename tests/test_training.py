@@ -10,7 +10,8 @@ import torch
 
 from conftest import make_model
 from labcore.models import add_lora
-from labcore.training import Learner, OptimConfig
+from labcore.config import Optim
+from labcore.training import Learner
 
 
 def _loss(m, batch):
@@ -20,7 +21,7 @@ def _loss(m, batch):
 def test_step_changes_every_trained_weight():
     model = make_model("gpt2", 64)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    learner = Learner(model, OptimConfig(lr=1e-2, cpu=True), seed=0)
+    learner = Learner(model, Optim(lr=1e-2), cpu=True, seed=0)
     logs = learner.step(torch.randint(1, 64, (2, 10)), _loss)
     assert {"loss", "lr", "grad_norm", "tokens"} <= set(logs)
     for n, p in learner.unwrapped().named_parameters():
@@ -30,7 +31,7 @@ def test_step_changes_every_trained_weight():
 def test_lora_trains_adapter_only():
     model = add_lora(make_model("gpt2", 64), r=4, alpha=8, dropout=0.0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    learner = Learner(model, OptimConfig(lr=1e-2, cpu=True), seed=0)
+    learner = Learner(model, Optim(lr=1e-2), cpu=True, seed=0)
     for _ in range(2):  # lora_B starts at zero, so lora_A gets its first gradient on the second step
         learner.step(torch.randint(1, 64, (2, 10)), _loss)
     for n, p in learner.unwrapped().named_parameters():
@@ -44,10 +45,10 @@ def test_lora_trains_adapter_only():
 def test_gradient_accumulation_equals_big_batch():
     # accelerate's gradient state is process-global: one Learner at a time, so a finishes before b starts
     batch = torch.randint(1, 64, (4, 10))
-    a = Learner(make_model("gpt2", 64), OptimConfig(lr=1e-2, cpu=True, grad_accum=2, max_grad_norm=None))
+    a = Learner(make_model("gpt2", 64), Optim(lr=1e-2, grad_accum=2, max_grad_norm=None), cpu=True)
     assert a.step(batch[:2], _loss).get("lr") is None  # no optimiser step yet
     a.step(batch[2:], _loss)
-    b = Learner(make_model("gpt2", 64), OptimConfig(lr=1e-2, cpu=True, grad_accum=1, max_grad_norm=None))
+    b = Learner(make_model("gpt2", 64), Optim(lr=1e-2, grad_accum=1, max_grad_norm=None), cpu=True)
     b.step(batch, _loss)
     assert a.optimizer_steps == b.optimizer_steps == 1
     for (n, pa), (_, pb) in zip(a.unwrapped().named_parameters(), b.unwrapped().named_parameters()):
@@ -56,14 +57,16 @@ def test_gradient_accumulation_equals_big_batch():
 
 def test_checkpoint_resume_continues_identically(tmp_path):
     data = [torch.randint(1, 64, (2, 10), generator=torch.Generator().manual_seed(i)) for i in range(4)]
-    full = Learner(make_model("gpt2", 64), OptimConfig(lr=1e-2, cpu=True), seed=0)
+    full = Learner(make_model("gpt2", 64), Optim(lr=1e-2), cpu=True, seed=0)
     for d in data:
         full.step(d, _loss)
-    first = Learner(make_model("gpt2", 64), OptimConfig(lr=1e-2, cpu=True), seed=0)
+    first = Learner(make_model("gpt2", 64), Optim(lr=1e-2), cpu=True, seed=0)
     for d in data[:2]:
         first.step(d, _loss)
     first.save_checkpoint(tmp_path / "ckpt", extra={"epoch": 1})
-    resumed = Learner(make_model("gpt2", 64, seed=5), OptimConfig(lr=1e-2, cpu=True), seed=0)
+    state = json.loads((tmp_path / "ckpt" / "labcore_state.json").read_text())
+    assert state["optim"]["lr"] == 1e-2 and state["optimizer_steps"] == 2  # the Optim settings, as saved
+    resumed = Learner(make_model("gpt2", 64, seed=5), Optim(lr=1e-2), cpu=True, seed=0)
     assert resumed.load_checkpoint(tmp_path / "ckpt")["epoch"] == 1
     for d in data[2:]:
         resumed.step(d, _loss)
@@ -73,9 +76,9 @@ def test_checkpoint_resume_continues_identically(tmp_path):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="total_steps"):
-        OptimConfig(scheduler="cosine")
+        Learner(make_model("gpt2", 64), Optim(scheduler="cosine"), cpu=True)  # a cosine schedule needs its length
     with pytest.raises(ValueError, match="grad_accum"):
-        OptimConfig(grad_accum=0)
+        Optim(grad_accum=0)
 
 
 @pytest.mark.slow

@@ -306,5 +306,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         run_app(args)
-    except FileNotFoundError as err:  # e.g. a bad --adapter folder
+    except (FileNotFoundError, ValueError) as err:  # a bad --adapter folder, an out-of-range option (AppConfig)
         parser.error(str(err))

@@ -27,7 +27,7 @@ Deliberate deviations / choices the paper leaves open (all documented in docs/co
   * Prompt format: the base model was pretrained on "\\n\\nHuman: ...\\n\\nAssistant: ..." dialogues, so the
     instruction is the Human turn (``format_chat``) and " " + output the Assistant turn (+ EOS).
   * Full fine-tuning by default: on the 2.5M-parameter tiny model it learns faster than LoRA at the same step
-    budget (``finetune="lora"`` switches; see docs/coreset.md for the pilot numbers).
+    budget (``lora.use=true`` switches; see docs/coreset.md for the pilot numbers).
   * Every arm is repeated for every seed in ``seeds``: the seed picks the random / stratified sample AND the
     training order; the core-set and the full set stay fixed, so their spread is training noise alone.
 """
@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,117 +48,18 @@ from labcore.coreset import (
     example_text,
     fit_kmeans,
     load_instruction_set,
-    parse_budget,
     random_baseline,
     resolve_budget,
     select_coreset,
     stratified_baseline,
 )
-from labcore import DATA_DIR, fast_mode
-from labcore.utils import resolve_device
+from labcore.config import CORESET_ARMS, CoresetExperimentConfig
+from labcore.utils import resolve_device, torch_threads
 
-ARMS = ("coreset", "random", "stratified", "full")
+ARMS = CORESET_ARMS
 """The training sets compared, in table order (the untuned base model is always evaluated too)."""
-FINETUNES = ("full", "lora")
 RADIUS_BUDGETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
 """Budgets (fractions of the task) of the covering-radius comparison in results.json / results.md."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Config
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class ExperimentConfig:
-    """Settings of the 0.5% experiment. Defaults fit 20 minutes on 2 shared CPU cores (docs/coreset.md)."""
-    task: str = "sentiment"
-    """Target task category (the records' 'task' field); sentiment has 8,052 train examples, so 0.5% = 40."""
-    budget: float | int = 0.005
-    """Core-set size: a fraction in (0, 1) of the task's train examples (the paper's 0.5%) or a count."""
-    n_clusters: int = 32
-    """K of K-means over all tasks' train examples (the paper leaves K open; labcore select's default)."""
-    encoder: str = "minilm"
-    """Sentence encoder of labcore.embed.embed_texts (minilm works offline)."""
-    data: str = str(DATA_DIR / "instructions.jsonl.gz")
-    """Instruction set (.jsonl / .jsonl.gz) with train and test splits."""
-    model: str = "tiny"
-    """Base model: a preset of labcore.models.PRESETS or a local Hugging Face directory."""
-    arms: tuple[str, ...] = ARMS
-    """Training sets to compare: any of coreset, random, stratified, full."""
-    seeds: tuple[int, ...] = (0, 1, 2)
-    """One run per arm per seed: the seed draws the random/stratified sample and the training order."""
-    finetune: str = "full"
-    """'full' (every weight trains; default, learns best on the tiny model) or 'lora'."""
-    lora_r: int = 16
-    """LoRA rank (finetune='lora'); alpha = 2 r."""
-    lr: float = 1e-3
-    """Peak learning rate (AdamW), after warmup; cosine decay to 0 over the steps."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    warmup_steps: int = 10
-    """Linear warmup steps."""
-    batch_size: int = 16
-    """Pairs per optimiser step (B)."""
-    steps: int = 150
-    """S: optimiser steps of EVERY arm (compute-matched rule); the full arm is capped at S * B examples."""
-    max_length: int | None = None
-    """Token budget of a training pair (default: the model's context); prompts are cut from the left."""
-    eval_per_source: int = 100
-    """Held-out test examples per source dataset (a fixed seeded sample, the same for every arm)."""
-    max_new_tokens: int = 8
-    """New-token limit of the greedy answers (every gold answer is at most 4 words)."""
-    eval_batch_size: int = 64
-    """Prompts per generation batch."""
-    device: str = "auto"
-    """Device: auto (cuda > mps > cpu), cpu, cuda, ..."""
-    num_threads: int = 1
-    """torch CPU threads during the run (0 = torch's default; 1 is ~10x faster than 2 on a busy 2-core machine)."""
-    cache: bool = True
-    """Cache embeddings and K-means on disk ($LABCORE_CACHE, default ~/.cache/labcore)."""
-    seed: int = 0
-    """Seed of K-means, of the core-set's KCenterGreedy and of the evaluation sample."""
-
-    def __post_init__(self):
-        self.arms = tuple(self.arms)
-        self.seeds = tuple(int(s) for s in self.seeds)
-        checks = [
-            (bool(self.task), "task must be a non-empty task name"),
-            (self.n_clusters >= 1, f"n_clusters must be >= 1, got {self.n_clusters}"),
-            (len(self.arms) >= 1 and set(self.arms) <= set(ARMS) and len(set(self.arms)) == len(self.arms),
-             f"arms must be distinct names among {ARMS}, got {self.arms}"),
-            (len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
-             f"seeds must be one or more distinct ints, got {self.seeds}"),
-            (self.finetune in FINETUNES, f"finetune must be one of {FINETUNES}, got {self.finetune!r}"),
-            (self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (0 <= self.warmup_steps < self.steps, f"need 0 <= warmup_steps < steps, got {self.warmup_steps} "
-                                                  f"and {self.steps}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.max_length is None or self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}"),
-            (self.eval_per_source >= 1, f"eval_per_source must be >= 1, got {self.eval_per_source}"),
-            (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
-            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
-            (self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        resolve_budget(self.budget, n_task=10**9)  # raises a clear ValueError on a bad budget
-
-
-def default_config(fast: bool | None = None, **overrides: Any) -> ExperimentConfig:
-    """The default config, or the fast one (``LABCORE_FAST=1``: one seed, 5 steps, 8 test examples per source).
-
-    Args:
-        fast: force fast mode on/off (default: ``labcore.utils.fast_mode()``).
-        **overrides: ExperimentConfig fields; None values are ignored.
-    Returns:
-        ExperimentConfig.
-    """
-    fast = fast_mode() if fast is None else fast
-    base: dict[str, Any] = dict(seeds=(0,), steps=5, warmup_steps=1, eval_per_source=8) if fast else {}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return ExperimentConfig(**base)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,17 +222,19 @@ def summarise_predictions(preds: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 # Training one arm
 # ----------------------------------------------------------------------------------------------------------------
-def load_base(config: ExperimentConfig):
+def load_base(config: CoresetExperimentConfig):
     """A fresh copy of the base model (+ a fresh LoRA adapter when finetune='lora') and its tokenizer."""
     from labcore.models import add_lora, load_model
 
-    model, tok = load_model(config.model, device=config.device)
-    if config.finetune == "lora":
-        model = add_lora(model, r=config.lora_r, alpha=2 * config.lora_r)
+    model, tok = load_model(config.model, device=config.runtime.device)
+    if config.lora.use:
+        targets = list(config.lora.target_modules) if config.lora.target_modules else None
+        model = add_lora(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                         target_modules=targets)
     return model, tok
 
 
-def train_arm(config: ExperimentConfig, records: Sequence[dict[str, Any]], seed: int,
+def train_arm(config: CoresetExperimentConfig, records: Sequence[dict[str, Any]], seed: int,
               progress: bool = True) -> tuple[Any, Any, dict[str, Any]]:
     """Instruction-tune a fresh base model on ``records`` for ``config.steps`` optimiser steps.
 
@@ -345,18 +247,16 @@ def train_arm(config: ExperimentConfig, records: Sequence[dict[str, Any]], seed:
         (mean of the first / last 10 steps)).
     """
     from labcore.sft import sft_epochs
-    from labcore.training import Learner, OptimConfig
+    from labcore.training import Learner, mixed_precision
 
     model, tok = load_base(config)
-    optim = OptimConfig(lr=config.lr, weight_decay=config.weight_decay, scheduler="cosine",
-                        warmup_steps=config.warmup_steps, total_steps=config.steps,
-                        cpu=resolve_device(config.device).type == "cpu")
-    learner = Learner(model, optim, seed=seed)
+    learner = Learner(model, config.optim, total_steps=config.steps, mixed_precision=mixed_precision(config.runtime),
+                      cpu=resolve_device(config.runtime.device).type == "cpu", seed=seed)
     pairs = [(prompt_of(r), response_of(r)) for r in records]
-    stream = training_stream(len(pairs), config.steps, config.batch_size, seed)  # (S * B,)
+    stream = training_stream(len(pairs), config.steps, config.optim.batch_size, seed)  # (S * B,)
     t0 = time.perf_counter()
     # one pass over the stream = exactly S micro-batches of B = S optimiser steps (grad_accum 1)
-    logs = sft_epochs(learner, tok, [pairs[i] for i in stream], epochs=1, batch_size=config.batch_size, seed=seed,
+    logs = sft_epochs(learner, tok, [pairs[i] for i in stream], epochs=1, batch_size=config.optim.batch_size, seed=seed,
                       max_length=config.max_length, progress=progress)
     train_time = time.perf_counter() - t0
     losses = [log["loss"] for log in logs]
@@ -371,14 +271,14 @@ def train_arm(config: ExperimentConfig, records: Sequence[dict[str, Any]], seed:
 # The experiment
 # ----------------------------------------------------------------------------------------------------------------
 def _selection_summary(sel: CoresetResult, train: Sequence[dict[str, Any]], emb: np.ndarray, tasks: list[str],
-                       config: ExperimentConfig) -> dict[str, Any]:
+                       config: CoresetExperimentConfig) -> dict[str, Any]:
     """Selection facts for results.json: sizes, centres, sources per arm and the radius-vs-budget table."""
     n_task = len(sel.task_indices)
     ks = sorted({resolve_budget(b, n_task) for b in RADIUS_BUDGETS} | {sel.budget})
     # one selection at the largest budget: greedy picks, random permutation prefixes and the stratified quota
     # sequence are all prefix-consistent, so its curves give the radius at every smaller budget
-    big = select_coreset(emb, tasks, config.task, max(ks), random_state=config.seed, kmeans=sel.kmeans,
-                         device=config.device)
+    big = select_coreset(emb, tasks, config.task, max(ks), random_state=config.runtime.seed, kmeans=sel.kmeans,
+                         device=config.runtime.device)
     radius = [{"k": k, "fraction": k / n_task, "coreset": float(big.radius_curve[k - 1]),
                "random": float(big.random_radius_curve[k - 1]),
                "stratified": float(big.stratified_radius_curve[k - 1])} for k in ks]
@@ -429,7 +329,7 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, records: Sequence[dict[str, Any]] | None = None,
+def run_experiment(config: CoresetExperimentConfig, out_dir: str | Path, *, records: Sequence[dict[str, Any]] | None = None,
                    embeddings: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
     """Run every arm for every seed plus the untuned base model; write results.json and results.md.
 
@@ -448,16 +348,11 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, records: Se
     """
     from tqdm.auto import tqdm
 
-    threads = torch.get_num_threads()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.runtime.threads, config.runtime.device):
         return _run(config, Path(out_dir), records, embeddings, progress, tqdm)
-    finally:
-        torch.set_num_threads(threads)  # leave the process as we found it
 
 
-def _run(config: ExperimentConfig, out: Path, records, embeddings, progress: bool, tqdm) -> dict[str, Any]:
+def _run(config: CoresetExperimentConfig, out: Path, records, embeddings, progress: bool, tqdm) -> dict[str, Any]:
     t_start = time.perf_counter()
     records = list(records) if records is not None else load_instruction_set(config.data)
     train = [r for r in records if r["split"] == "train"]
@@ -475,22 +370,22 @@ def _run(config: ExperimentConfig, out: Path, records, embeddings, progress: boo
     emb = np.asarray(embeddings, dtype=np.float32)  # (N_train, d)
     if len(emb) != len(train):
         raise ValueError(f"embeddings have {len(emb)} rows for {len(train)} train records")
-    kmeans = fit_kmeans(emb, n_clusters=config.n_clusters, random_state=config.seed, cache=config.cache)
-    sel = select_coreset(emb, tasks, config.task, config.budget, random_state=config.seed, kmeans=kmeans,
-                         device=config.device)
+    kmeans = fit_kmeans(emb, n_clusters=config.n_clusters, random_state=config.runtime.seed, cache=config.cache)
+    sel = select_coreset(emb, tasks, config.task, config.budget, random_state=config.runtime.seed, kmeans=kmeans,
+                         device=config.runtime.device)
     selection = _selection_summary(sel, train, emb, tasks, config)
-    evalset = eval_examples(test, config.eval_per_source, config.seed)
+    evalset = eval_examples(test, config.eval_per_source, config.runtime.seed)
 
     results: dict[str, Any] = {
         "paper": "Chen et al. 2023, Maybe Only 0.5% Data is Needed, arXiv 2305.09246",
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
-        "rule": (f"every arm: {config.steps} optimiser steps x batch {config.batch_size} "
-                 f"({config.steps * config.batch_size} examples seen), same lr schedule and seeds"),
+        "config": json.loads(json.dumps(asdict(config))),
+        "rule": (f"every arm: {config.steps} optimiser steps x batch {config.optim.batch_size} "
+                 f"({config.steps * config.optim.batch_size} examples seen), same lr schedule and seeds"),
         "selection": selection, "eval_n": _source_counts(evalset),
         "majority": majority_baseline([r for r in train if r["task"] == config.task], evalset),
         "runs": [], "arms": {},
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                        "device": str(resolve_device(config.device)), "threads": torch.get_num_threads()},
+                        "device": str(resolve_device(config.runtime.device)), "threads": torch.get_num_threads()},
         "finished": False,
     }
 
@@ -512,7 +407,7 @@ def _run(config: ExperimentConfig, out: Path, records, embeddings, progress: boo
         if arm == "base":
             from labcore.models import load_model
 
-            model, tok = load_model(config.model, device=config.device)
+            model, tok = load_model(config.model, device=config.runtime.device)
             info: dict[str, Any] = {"n_train": 0, "steps": 0, "examples_seen": 0, "epochs": 0.0,
                                     "train_time_s": 0.0, "train_sources": {}}
             train_ids: list[str] = []
@@ -548,13 +443,16 @@ def _pm(s: dict[str, float], n_runs: int) -> str:
 def results_markdown(results: dict[str, Any]) -> str:
     """The results tables (arm x source accuracy, sizes, times; radius vs budget) as markdown."""
     cfg, sel = results["config"], results["selection"]
+    optim, steps = cfg["optim"], cfg["steps"]
+    finetune = "LoRA" if cfg["lora"]["use"] else "full"
+    warmup = int(round(optim["warmup_ratio"] * steps))
     sources = list(results["eval_n"])
     lines = [f"# Core-set experiment: task `{cfg['task']}`",
              "",
              f"Chen et al. 2023 (arXiv 2305.09246) in the tiny world. Budget {sel['budget']} of "
              f"{sel['n_task_train']} train examples ({100 * sel['budget_fraction']:.2f}%); K-means K = "
              f"{sel['n_clusters']} over {sel['n_train_all_tasks']} train examples of all tasks. Base model "
-             f"`{cfg['model']}`, {cfg['finetune']} fine-tuning, lr {cfg['lr']:g} (cosine, {cfg['warmup_steps']} "
+             f"`{cfg['model']}`, {finetune} fine-tuning, lr {optim['lr']:g} (cosine, {warmup} "
              f"warmup). Rule: {results['rule']}. Exact match after strip/lower, greedy, "
              f"max_new_tokens {cfg['max_new_tokens']}. Mean ± sample std over seeds {cfg['seeds']}.",
              ""]
@@ -614,58 +512,6 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
     return paths
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# CLI glue: labcore coreset-experiment
-# ----------------------------------------------------------------------------------------------------------------
-def add_coreset_experiment_args(parser) -> None:
-    """Options of ``labcore coreset-experiment``."""
-    d = ExperimentConfig()
-    parser.add_argument("--task", default=None, help=f"target task category (default {d.task})")
-    parser.add_argument("--budget", default=None, help="core-set size: a fraction (default 0.005) or a count")
-    parser.add_argument("--out", default="docs/results/coreset", help="folder for results.json / results.md")
-    parser.add_argument("--seed", type=int, default=None, help="seed of K-means, selection and eval sample (0)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help=f"training / sampling seeds, one run per arm each (default {' '.join(map(str, d.seeds))})")
-    parser.add_argument("--arms", nargs="+", default=None, choices=ARMS, help="arms to run (default: all)")
-    parser.add_argument("--steps", type=int, default=None, help=f"optimiser steps of every arm (default {d.steps})")
-    parser.add_argument("--finetune", default=None, choices=FINETUNES, help="full (default) or lora")
-    parser.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr:g})")
-    parser.add_argument("--eval-per-source", type=int, default=None,
-                        help=f"test examples per source (default {d.eval_per_source})")
-    parser.add_argument("--clusters", type=int, default=None, help=f"K of K-means (default {d.n_clusters})")
-    parser.add_argument("--model", default=None, help="base model preset or directory (default tiny)")
-    parser.add_argument("--data", default=None, help="instruction set (default data/instructions.jsonl.gz)")
-    parser.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, ...")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1; 0 = torch's)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run_coreset_experiment(args) -> dict[str, Any]:
-    """``labcore coreset-experiment``: build the config (fast mode honoured), run, print the table."""
-    config = default_config(
-        task=args.task, budget=parse_budget(args.budget) if args.budget is not None else None, seed=args.seed,
-        seeds=tuple(args.seeds) if args.seeds else None, arms=tuple(args.arms) if args.arms else None,
-        steps=args.steps, finetune=args.finetune, lr=args.lr, eval_per_source=args.eval_per_source,
-        n_clusters=args.clusters, model=args.model, data=args.data, device=args.device, num_threads=args.threads)
-    results = run_experiment(config, args.out, progress=not args.no_progress)
-    print(results_markdown(results))
-    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'results.md'}", file=sys.stderr)
-    return results
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m labcore.coreset_experiment ...`` (the same options as ``labcore coreset-experiment``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m labcore.coreset_experiment", description=__doc__.split("\n")[0])
-    add_coreset_experiment_args(parser)
-    run_coreset_experiment(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
-
-
-__all__ = ["ARMS", "ExperimentConfig", "default_config", "arm_indices", "training_stream", "normalise_answer",
+__all__ = ["ARMS", "CoresetExperimentConfig", "arm_indices", "training_stream", "normalise_answer",
            "exact_match", "eval_examples", "majority_baseline", "evaluate", "train_arm", "run_experiment", "aggregate",
-           "results_markdown", "write_results", "add_coreset_experiment_args", "run_coreset_experiment"]
+           "results_markdown", "write_results"]

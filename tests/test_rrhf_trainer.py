@@ -1,9 +1,9 @@
-"""RRHF in practice (labcore.rrhf_train, arXiv 2304.05302): response collection from mixed sources, diverse beam
+"""RRHF in practice (labcore.rrhf_trainer, arXiv 2304.05302): response collection from mixed sources, diverse beam
 search, the training loop (weights change, metrics, exact resume), IP-n, the CLI presets on tiny local stand-ins,
 and rrhf_score ranking as trained."""
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,12 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_model, make_tokenizer
+from labcore.config import RRHFConfig, Sampling
 from labcore.datasets import load_rrhf
+from labcore.presets import UnknownSetting, build
 from labcore.rewards import get_reward
-from labcore.rrhf import RRHFConfig, rrhf_score
-from labcore.rrhf_train import (FixedResponses, HammingDiversity, PolicySamples, add_rrhf_args, collect,
-                                diverse_beam_search, make_experiment, preset_configs, ranking_accuracy, run_rrhf,
-                                train_rrhf, write_rrhf)
+from labcore.rrhf import rrhf_score
+from labcore.rrhf_trainer import (FixedResponses, HammingDiversity, PolicySamples, collect, diverse_beam_search,
+                                  prepare, ranking_accuracy, train_rrhf, write_rrhf)
 
 FIELDS = {"iteration", "step", "epoch", "loss", "rank_loss", "sft_loss", "train_rank_acc", "eval_reward",
           "distinct_2", "mean_length", "ppl", "rank_acc", "seconds"}
@@ -44,8 +45,8 @@ def test_collect_mixed_sources_dedupes_scores_and_round_trips(tiny_tokenizer, tm
     def echo(ps):  # any function is a source
         return [[" Water it deeply.", " Figure it out yourself, really."] for _ in ps]
 
-    sampler = PolicySamples(model, tiny_tokenizer, num_samples=3, max_new_tokens=5, stop_at_turn=True, seed=1,
-                            name="policy")
+    sampler = PolicySamples(model, tiny_tokenizer, num_samples=3, sampling=Sampling(temperature=0.8, max_new_tokens=5),
+                            stop_at_turn=True, seed=1, name="policy")
     reward = get_reward("length")
     records = collect(prompts + prompts[:1], [dataset, hand, echo, sampler], reward)  # a repeated query too
     assert [r["query"] for r in records] == prompts
@@ -105,28 +106,28 @@ RECORDS = [
 ]
 
 
-def _cfg(**kw) -> RRHFConfig:
-    base = dict(learning_rate=5e-3, num_epochs=2, queries_per_step=2, per_device_batch_size=1, max_length=64,
-                use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.1, device="cpu", seed=3)
-    return RRHFConfig(**{**base, **kw})
+def _cfg(model_dir, overrides: dict | None = None) -> RRHFConfig:
+    """The fast tiny-sentiment preset (its evaluation protocol) with the loop's tiny training settings; ``overrides``
+    as dotted fields. batch_size 1 x grad_accum 2 = 2 queries per optimiser step."""
+    base = {"model": str(model_dir), "reward": "length", "max_length": 64, "eval_every": 0, "checkpoint_every": 0,
+            "optim.lr": 5e-3, "optim.epochs": 2, "optim.batch_size": 1, "optim.grad_accum": 2,
+            "lora.use": True, "lora.r": 4, "lora.alpha": 8, "lora.dropout": 0.1,
+            "runtime.device": "cpu", "runtime.seed": 3}
+    return build(RRHFConfig, "tiny-sentiment", fast=True, overrides={**base, **(overrides or {})})
 
 
 @pytest.fixture(scope="module")
 def experiment(tiny_model_dir):
-    import os
-
-    os.environ["LABCORE_FAST"] = "1"
-    try:
-        run, cfg = preset_configs("tiny-sentiment", model=str(tiny_model_dir), reward="length", device="cpu")
-        return make_experiment("tiny-sentiment", run, cfg)
-    finally:
-        del os.environ["LABCORE_FAST"]
+    """Task, reward and held-out records of the fast tiny-sentiment preset (labcore.rrhf_trainer.prepare)."""
+    data = prepare(_cfg(tiny_model_dir))
+    assert data.judge_fn is None and not data.task.chat  # review continuations: no gold rubric, no dialogue turn
+    return data
 
 
 def _train(out, tiny_model_dir, experiment, **kw):
-    return train_rrhf(kw.pop("config", _cfg()), RECORDS, out, eval_task=experiment.task, model=str(tiny_model_dir),
-                      eval_config=experiment.eval_config, reward_fn=kw.pop("reward_fn", experiment.reward_fn),
-                      heldout=RECORDS[:2], eval_every=1, checkpoint_every=1, progress=False, **kw)
+    config = dataclasses.replace(kw.pop("config", None) or _cfg(tiny_model_dir), eval_every=1, checkpoint_every=1)
+    return train_rrhf(config, RECORDS, out, task=experiment.task, reward_fn=kw.pop("reward_fn", experiment.reward_fn),
+                      judge_fn=experiment.judge_fn, heldout=RECORDS[:2], progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +155,10 @@ def test_training_changes_lora_weights_and_logs_every_field(full_run, tiny_model
 
 
 def test_one_step_full_finetuning_changes_every_weight(tiny_model_dir, tmp_path):
-    cfg = _cfg(use_lora=False, num_epochs=1, queries_per_step=4, per_device_batch_size=4, learning_rate=1e-3)
-    train_rrhf(cfg, RECORDS, tmp_path, model=str(tiny_model_dir), progress=False)
+    cfg = _cfg(tiny_model_dir, {"lora.use": False, "optim.epochs": 1, "optim.batch_size": 4, "optim.grad_accum": 1,
+                                "optim.lr": 1e-3})
+    assert cfg.queries_per_step == 4
+    train_rrhf(cfg, RECORDS, tmp_path, progress=False)
     before = make_model("gpt2", len(make_tokenizer())).state_dict()
     after = load_file(str(tmp_path / "final" / "model.safetensors"))
     shared = [k for k in after if k in before]
@@ -185,7 +188,7 @@ def test_resume_equals_uninterrupted(full_run, tiny_model_dir, experiment, tmp_p
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     with pytest.raises(ValueError, match="config changed"):
         (tmp_path / "final").rename(tmp_path / "final.old")
-        _train(tmp_path, tiny_model_dir, experiment, resume=True, config=_cfg(learning_rate=1e-4))
+        _train(tmp_path, tiny_model_dir, experiment, resume=True, config=_cfg(tiny_model_dir, {"optim.lr": 1e-4}))
 
 
 def test_trained_model_scores_rank_as_trained(tiny_tokenizer, tiny_model_dir, tmp_path):
@@ -193,8 +196,10 @@ def test_trained_model_scores_rank_as_trained(tiny_tokenizer, tiny_model_dir, tm
     record = {"query": "\n\nHuman: What is a good warm-up?\n\nAssistant:",
               "responses": [" Figure it out yourself.", " Stretch.", " Jog slowly for five minutes, then stretch."],
               "scores": [-1.0, 0.0, 1.0]}
-    cfg = _cfg(use_lora=False, num_epochs=25, queries_per_step=1, learning_rate=3e-3)
-    train_rrhf(cfg, [record], tmp_path, model=str(tiny_model_dir), progress=False)
+    cfg = _cfg(tiny_model_dir, {"lora.use": False, "optim.epochs": 25, "optim.batch_size": 1, "optim.grad_accum": 1,
+                                "optim.lr": 3e-3})
+    assert cfg.queries_per_step == 1
+    train_rrhf(cfg, [record], tmp_path, progress=False)
     from labcore.models import load_model
 
     model, tok = load_model(str(tmp_path / "final"), device="cpu")
@@ -207,16 +212,17 @@ def test_trained_model_scores_rank_as_trained(tiny_tokenizer, tiny_model_dir, tm
 # CLI: tiny presets (IP-2, --data) and the online presets on tiny local stand-ins
 # ---------------------------------------------------------------------------------------------------------------
 def _cli(argv: list[str]):
-    parser = argparse.ArgumentParser()
-    add_rrhf_args(parser)
-    return run_rrhf(parser.parse_args(argv))
+    """``labcore rrhf ...`` through the real CLI (main returns the command's metrics rows)."""
+    from labcore.cli import main
+
+    return main(["rrhf", *argv])
 
 
 def test_cli_ip2_writes_both_rounds(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LABCORE_FAST", "1")
     out = tmp_path / "run"
-    rows = _cli(["--preset", "tiny-helpful", "--model", str(tiny_model_dir), "--reward", "gold", "--iterations",
-                 "2", "--out", str(out), "--device", "cpu", "--threads", "1", "--set", "queries=4"])
+    rows = _cli(["--preset", "tiny-helpful", "--out", str(out), "--set", f"model={tiny_model_dir}", "reward=gold",
+                 "iterations=2", "runtime.device=cpu", "runtime.threads=1", "queries=4"])
     assert [r["iteration"] for r in rows] == [1, 1, 2] and "gold" in rows[-1]
     for k in (1, 2):
         recs = load_rrhf(out / f"data_{k}.jsonl")
@@ -224,8 +230,8 @@ def test_cli_ip2_writes_both_rounds(tiny_model_dir, tmp_path, monkeypatch):
     assert (out / "policy_1" / "adapter_config.json").exists() and (out / "final" / "adapter_config.json").exists()
     # --data: train on an RRHF file instead of collecting
     data = write_rrhf(tmp_path / "given.jsonl", RECORDS[:2])
-    rows = _cli(["--preset", "tiny-helpful", "--model", str(tiny_model_dir), "--reward", "gold", "--data", str(data),
-                 "--out", str(tmp_path / "given"), "--device", "cpu", "--threads", "1"])
+    rows = _cli(["--preset", "tiny-helpful", "--data", str(data), "--out", str(tmp_path / "given"),
+                 "--set", f"model={tiny_model_dir}", "reward=gold", "runtime.device=cpu", "runtime.threads=1"])
     assert load_rrhf(tmp_path / "given" / "data_1.jsonl") == load_rrhf(data)
 
 
@@ -267,8 +273,8 @@ def test_online_presets_run_on_local_stand_ins(preset, tiny_model_dir, tmp_path,
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    metrics = _cli(["--preset", preset, "--model", str(policy), "--reward", str(reward), "--data", str(data),
-                    "--out", str(out), "--device", "cpu", "--threads", "1"])
+    metrics = _cli(["--preset", preset, "--data", str(data), "--out", str(out),
+                    "--set", f"model={policy}", f"reward={reward}", "runtime.device=cpu", "runtime.threads=1"])
     assert [r["step"] for r in metrics] == [0, 2] and {"eval_reward", "ppl", "distinct_2"} <= set(metrics[-1])
     assert (out / "final" / "model.safetensors").exists()  # the online recipes fine-tune the full model
     recs = load_rrhf(out / "data_1.jsonl")
@@ -278,9 +284,12 @@ def test_online_presets_run_on_local_stand_ins(preset, tiny_model_dir, tmp_path,
 
 
 def test_preset_overrides_and_validation():
-    run, cfg = preset_configs("pythia-hh", fast=False, learning_rate=1e-4, policy="D")
-    assert (run.policy, cfg.learning_rate, cfg.batch_reduction) == ("D", 1e-4, "mean")
-    with pytest.raises(ValueError, match="unknown RRHF"):
-        preset_configs("tiny-sentiment", fast=True, nonsense=1)
+    cfg = build(RRHFConfig, "pythia-hh", fast=False, overrides={"optim.lr": 1e-4, "policy": "D"})
+    assert (cfg.policy, cfg.optim.lr, cfg.batch_reduction) == ("D", 1e-4, "mean")
+    assert build(RRHFConfig, "pythia-hh", fast=False, overrides=["optim.lr=1e-4", "policy=D"]) == cfg
+    with pytest.raises(UnknownSetting, match="unknown RRHF"):
+        build(RRHFConfig, "tiny-sentiment", fast=True, overrides={"nonsense": 1})
     with pytest.raises(ValueError, match="policy"):
-        preset_configs("tiny-sentiment", fast=True, policy="OP")
+        build(RRHFConfig, "tiny-sentiment", fast=True, overrides={"policy": "OP"})
+    with pytest.raises(ValueError, match="policy"):
+        build(RRHFConfig, "tiny-sentiment", fast=True, overrides=["policy=OP"])

@@ -1,0 +1,178 @@
+"""``labcore compare``: base, SFT on the best response, RAFT, RRHF-BP and RRHF-IP-2 on the tiny tasks, evaluated alike.
+
+Per task: one BP collection by the base model (``data_1.jsonl``) feeds SFT-best and RRHF-BP; RRHF-IP-2 is RRHF-BP's
+policy trained one more round on responses collected by itself (so IP-1 = BP); RAFT is the shipped adapter in
+``data/models/raft-*`` when present, else trained here with ``labcore raft``'s preset. Every arm is evaluated with the
+task's protocol (``labcore.presets.EVAL``: same prompts, seed, sampling) plus the ranking accuracy of p_i.
+Also the base-vs-RAFT table of RAFT runs (``labcore raft-table``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from labcore import DATA_DIR, fast_mode
+from labcore.config import RAFTConfig, RRHFConfig
+from labcore.presets import build
+from labcore.runs import fmt, markdown_table, rewrite_between_markers
+from labcore.utils import torch_threads
+
+COMPARE_TASKS = ("tiny-sentiment", "tiny-helpful")
+SHIPPED_RAFT = {"tiny-sentiment": DATA_DIR / "models" / "raft-sentiment",
+                "tiny-helpful": DATA_DIR / "models" / "raft-helpful"}
+ARMS = ("base", "SFT-best", "RAFT", "RRHF-BP", "RRHF-IP-2")
+
+
+def _eval_policy(model_name: str, adapter: str | Path | None, cfg: RRHFConfig, data) -> dict:
+    from labcore.models import load_model
+    from labcore.rrhf_trainer import evaluate_rrhf
+
+    policy, tok = load_model(model_name, adapter=str(adapter) if adapter else None, device=cfg.runtime.device)
+    return evaluate_rrhf(policy, tok, cfg, data.task, data.reward_fn, data.judge_fn, data.heldout)
+
+
+def sft_best(cfg: RRHFConfig, records: list[dict], out: Path, data) -> dict:
+    """The "SFT on the best response" baseline: sft_epochs on (x, y_{i'}) with RRHF's optimiser settings."""
+    from labcore.rrhf_trainer import evaluate_rrhf
+    from labcore.runs import save_final
+    from labcore.sft import sft_epochs
+    from labcore.training import Learner, build_policy, mixed_precision
+
+    pairs = [(r["query"], r["responses"][max(range(len(r["scores"])), key=r["scores"].__getitem__)])
+             for r in records]  # Eq. 3: i' = argmax_i r_i (first on ties)
+    torch.manual_seed(cfg.runtime.seed)
+    policy, tok = build_policy(cfg.model, cfg.lora, cfg.runtime)
+    n_micro = -(-len(pairs) // cfg.optim.batch_size)
+    learner = Learner(policy, cfg.optim, total_steps=max(1, n_micro * cfg.optim.epochs // cfg.optim.grad_accum),
+                      mixed_precision=mixed_precision(cfg.runtime), cpu=str(cfg.runtime.device) == "cpu",
+                      seed=cfg.runtime.seed)
+    policy = learner.unwrapped()
+    sft_epochs(learner, tok, pairs, epochs=cfg.optim.epochs, batch_size=cfg.optim.batch_size, seed=cfg.runtime.seed,
+               max_length=cfg.max_length, add_eos=True, response_only=True, progress=False)
+    save_final(policy, tok, out, cfg.model)
+    return evaluate_rrhf(policy, tok, cfg, data.task, data.reward_fn, data.judge_fn, data.heldout)
+
+
+def _train_raft(task: str, out: Path, fast: bool | None) -> Path:
+    from labcore.raft import raft
+
+    raft(build(RAFTConfig, task, fast=fast), out, progress=False)
+    return out / "final"
+
+
+def compare(out_dir: str | Path = "runs/compare", tasks: Sequence[str] = COMPARE_TASKS, *, fast: bool | None = None,
+            threads: int = 0, progress: bool = True) -> list[dict]:
+    """Run every arm on every task; one row per (task, arm) with ``task``, ``arm``, ``how``, the evaluation fields
+    and ``seconds``."""
+    from labcore.datasets import load_rrhf
+    from labcore.rrhf_trainer import prepare, rrhf_pipeline
+
+    out = Path(out_dir)
+    rows: list[dict] = []
+    with torch_threads(threads):
+        for task in tasks:
+            t_task = time.time()
+            cfg = build(RRHFConfig, task, fast=fast)
+            data = prepare(cfg)
+            base = cfg.model
+            arms: list[tuple[str, str, Callable[[], dict]]] = [
+                ("base", f"{base} without training", lambda: _eval_policy(base, None, cfg, data))]
+            raft_dir = SHIPPED_RAFT[task]
+            if (raft_dir / "adapter_config.json").exists():
+                arms.append(("RAFT", f"shipped adapter {raft_dir.relative_to(DATA_DIR.parent)}",
+                             lambda: _eval_policy(base, raft_dir, cfg, data)))
+            else:
+                arms.append(("RAFT", f"trained here: labcore raft --preset {task}",
+                             lambda: _eval_policy(base, _train_raft(task, out / f"raft-{task}", fast), cfg, data)))
+            rrhf_out = out / f"rrhf-{task}"
+            collected: dict[str, list[dict]] = {}
+
+            def last_row(metrics: list[dict]) -> dict:
+                return {k: v for k, v in metrics[-1].items() if k not in ("iteration", "step", "epoch", "seconds")}
+
+            def rrhf_bp():
+                metrics = rrhf_pipeline(build(RRHFConfig, task, fast=fast, overrides={"iterations": 1}), rrhf_out,
+                                        data, progress=progress)
+                collected["bp"] = load_rrhf(rrhf_out / "data_1.jsonl")
+                return last_row(metrics)
+
+            def rrhf_ip2():
+                ip = out / f"rrhf-ip2-{task}"
+                shutil.rmtree(ip, ignore_errors=True)
+                return last_row(rrhf_pipeline(build(RRHFConfig, task, fast=fast, overrides={"iterations": 2}), ip,
+                                              data, start_round=2, start_from=rrhf_out / "final", progress=progress))
+
+            arms.append(("RRHF-BP", f"{cfg.optim.epochs} epochs on {len(data.queries)} queries (beam "
+                                    f"{cfg.num_samples} + dataset <= {cfg.dataset_responses}), LoRA r {cfg.lora.r}, "
+                                    f"lr {cfg.optim.lr:g}", rrhf_bp))
+            arms.append(("SFT-best", "sft_epochs on the best response of RRHF-BP's data, same optimiser settings",
+                         lambda: sft_best(cfg, collected["bp"], out / f"sft-best-{task}", data)))
+            arms.append(("RRHF-IP-2", "RRHF-BP's policy + one round on responses it collected itself", rrhf_ip2))
+            for arm, how, fn in arms:
+                t0 = time.time()
+                if progress:
+                    print(f"compare: {task} / {arm}", file=sys.stderr)
+                rows.append({"task": task, "arm": arm, "how": how, **fn(), "seconds": time.time() - t0})
+            if progress:
+                print(f"compare: {task} done in {time.time() - t_task:.0f}s", file=sys.stderr)
+    return sorted(rows, key=lambda r: (list(tasks).index(r["task"]), ARMS.index(r["arm"])))
+
+
+def compare_table(rows: Sequence[dict]) -> str:
+    """Markdown table of :func:`compare` rows."""
+    return markdown_table(
+        ["task", "arm", "eval reward", "gold", "perplexity", "distinct-2", "mean length", "rank acc", "seconds"],
+        [[r["task"], r["arm"], fmt(r.get("eval_reward")), fmt(r.get("gold")), fmt(r.get("ppl"), 2),
+          fmt(r.get("distinct_2")), fmt(r.get("mean_length"), 1), fmt(r.get("rank_acc")), f"{r['seconds']:.0f}"]
+         for r in rows])
+
+
+def write_report(rows: Sequence[dict], report: str | Path, minutes: float, threads: int) -> Path:
+    """docs/results/comparison.md (with the table between compare-table markers) and its .json beside it."""
+    report = Path(report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    cmd = "labcore compare" + (f" --threads {threads}" if threads else "") + \
+        ("  # LABCORE_FAST=1: tiny sizes" if fast_mode() else "")
+    how = "\n".join(f"* **{r['task']} / {r['arm']}**: {r['how']}" for r in rows)
+    report.write_text(
+        f"# RRHF vs baselines in the tiny world\n\nMade by `{cmd}` in {minutes:.1f} minutes on "
+        f"{threads or torch.get_num_threads()} torch thread(s). Evaluation of every arm: the task's held-out prompts, "
+        f"sampling settings and seed (`labcore.evaluation.evaluate`, protocol `labcore.presets.EVAL`), perplexity of "
+        f"held-out reference responses, and `rank acc` = the share of held-out response pairs that p_i (Eq. 1) orders "
+        f"as the reward does.\n\n<!-- compare-table:begin -->\n{compare_table(rows)}\n<!-- compare-table:end -->\n\n"
+        f"## What each arm is\n\n{how}\n", encoding="utf-8")
+    report.with_suffix(".json").write_text(json.dumps(list(rows), indent=1), encoding="utf-8")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# labcore raft-table: base vs RAFT from runs' metrics
+# ----------------------------------------------------------------------------------------------------------------
+SHIPPED_RAFT_RUNS = {name: path / "metrics.jsonl" for name, path in SHIPPED_RAFT.items()}
+
+
+def raft_table(runs: dict[str, str | Path] | None = None) -> str:
+    """The Table-10-like markdown table: reward, perplexity, distinct-2 (and gold) of the base model vs RAFT.
+
+    Args:
+        runs: preset name -> metrics.jsonl (default: the shipped runs in data/models/raft-*/).
+    """
+    from labcore.datasets import read_jsonl
+
+    table = []
+    for name, path in (runs or SHIPPED_RAFT_RUNS).items():
+        rows = read_jsonl(path)
+        for label, r in (("base", rows[0]), (f"RAFT ({rows[-1]['iteration']} it.)", rows[-1])):
+            table.append([name, label, fmt(r["eval_reward"]), fmt(r["ppl"], 2), fmt(r["distinct_2"]),
+                          fmt(r["mean_length"], 1), fmt(r.get("gold"))])
+    return markdown_table(["preset", "model", "eval reward", "perplexity", "distinct-2", "mean length", "gold"], table)
+
+
+__all__ = ["COMPARE_TASKS", "ARMS", "compare", "compare_table", "write_report", "sft_best", "raft_table",
+           "rewrite_between_markers"]
