@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import socket
 
-OFFLINE_HINT = ("The Hugging Face Hub cannot be reached from here. Use the offline preset 'tiny' "
-                "(--model tiny), or a local Hugging Face directory (--model path/to/dir).")
+OFFLINE_HINT = ("The Hugging Face Hub cannot be reached from here. Use the offline preset 'tiny' (--model tiny; "
+                "--set model=tiny for raft, rrhf and coreset-experiment), or a local Hugging Face directory.")
 
 
 class HubUnavailableError(RuntimeError):

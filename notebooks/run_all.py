@@ -4,8 +4,9 @@
     .venv/bin/python notebooks/run_all.py --fast          # LABCORE_FAST=1
     .venv/bin/python notebooks/run_all.py 03 04 --out /tmp/executed   # some notebooks; keep the executed copies
 
-Exits 1 if any notebook raises. The committed notebooks stay without outputs; ``--out`` writes executed copies
-elsewhere. ``tests/test_notebooks.py`` runs the same notebooks under pytest.
+The sources are the jupytext percent scripts ``notebooks/NN_name.py`` (read with ``jupytext.read``), which hold no
+outputs; ``--out DIR`` writes the executed copies, with outputs, as ``DIR/NN_name.ipynb``. Exits 1 if any notebook
+raises. ``tests/test_notebooks.py`` runs the same notebooks under pytest.
 """
 from __future__ import annotations
 
@@ -19,21 +20,22 @@ HERE = Path(__file__).resolve().parent
 
 
 def notebooks(selectors: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks (``NN_*.ipynb``), optionally only those whose name starts with a selector."""
-    found = sorted(p for p in HERE.glob("[0-9][0-9]_*.ipynb"))
+    """The numbered notebook sources (``NN_*.py``), optionally only those whose name starts with a selector."""
+    found = sorted(p for p in HERE.glob("[0-9][0-9]_*.py"))
     if selectors:
         found = [p for p in found if any(p.name.startswith(s) for s in selectors)]
     return found
 
 
 def execute(path: Path, fast: bool, timeout: int = 1200, out_dir: Path | None = None) -> float:
-    """Run one notebook in a fresh python3 kernel (cwd = notebooks/) and return its wall-clock seconds."""
+    """Run one notebook source in a fresh python3 kernel (cwd = notebooks/) and return its wall-clock seconds."""
+    import jupytext
     import nbformat
     from nbclient import NotebookClient
 
     os.environ["LABCORE_FAST"] = "1" if fast else "0"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    nb = nbformat.read(path, as_version=4)
+    nb = jupytext.read(path)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(HERE)}})
     t0 = time.perf_counter()
@@ -42,7 +44,7 @@ def execute(path: Path, fast: bool, timeout: int = 1200, out_dir: Path | None = 
     finally:
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, out_dir / path.name)
+            nbformat.write(nb, out_dir / path.with_suffix(".ipynb").name)
     return time.perf_counter() - t0
 
 

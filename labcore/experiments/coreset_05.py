@@ -443,9 +443,12 @@ def _pm(s: dict[str, float], n_runs: int) -> str:
 def results_markdown(results: dict[str, Any]) -> str:
     """The results tables (arm x source accuracy, sizes, times; radius vs budget) as markdown."""
     cfg, sel = results["config"], results["selection"]
-    optim, steps = cfg["optim"], cfg["steps"]
-    finetune = "LoRA" if cfg["lora"]["use"] else "full"
-    warmup = int(round(optim["warmup_ratio"] * steps))
+    steps = cfg["steps"]
+    if "optim" in cfg:
+        optim, finetune = cfg["optim"], "LoRA" if cfg["lora"]["use"] else "full"
+        warmup = int(round(optim["warmup_ratio"] * steps))
+    else:  # results.json written before the config was nested (the shipped docs/results/coreset)
+        optim, finetune, warmup = {"lr": cfg["lr"]}, cfg["finetune"], cfg["warmup_steps"]
     sources = list(results["eval_n"])
     lines = [f"# Core-set experiment: task `{cfg['task']}`",
              "",
