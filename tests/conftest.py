@@ -58,6 +58,28 @@ def make_model(arch: str, vocab_size: int, seed: int = 0):
     raise ValueError(arch)
 
 
+def save_classifier(path, arch: str):
+    """A tiny random sequence classifier saved as a Hugging Face folder: "distilbert" (2 labels, the IMDB reward's
+    stand-in) or "llama" (1 label, the HH reward model's stand-in)."""
+    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, LlamaConfig,
+                              LlamaForSequenceClassification)
+
+    tok = make_tokenizer()
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    torch.manual_seed(0)
+    if arch == "distilbert":
+        model = DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=len(tok), dim=16, hidden_dim=32, n_layers=1, n_heads=2, num_labels=2,
+            max_position_embeddings=256, pad_token_id=0))
+    else:
+        model = LlamaForSequenceClassification(LlamaConfig(
+            vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=2, num_labels=1, pad_token_id=0, max_position_embeddings=256))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return make_tokenizer()

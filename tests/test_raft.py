@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_model, make_tokenizer
+from conftest import make_model, make_tokenizer, save_classifier
 from labcore.config import Eval, RAFTConfig, Sampling
 from labcore.datasets import read_jsonl
 from labcore.experiments.compare import raft_table
@@ -208,25 +208,6 @@ def test_raft_table_cli_updates_the_doc(full_run, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Online presets on tiny local stand-ins (same architectures: GPT-2 policy, DistilBERT / Llama classifiers)
 # ---------------------------------------------------------------------------------------------------------------
-def _save_classifier(path: Path, arch: str) -> Path:
-    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, LlamaConfig,
-                              LlamaForSequenceClassification)
-
-    tok = make_tokenizer()
-    tok.model_input_names = ["input_ids", "attention_mask"]
-    torch.manual_seed(0)
-    if arch == "distilbert":
-        cfg = DistilBertConfig(vocab_size=len(tok), dim=16, hidden_dim=32, n_layers=1, n_heads=2, num_labels=2,
-                               max_position_embeddings=256, pad_token_id=0)
-        model = DistilBertForSequenceClassification(cfg)
-    else:
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=0,
-                          max_position_embeddings=256)
-        model = LlamaForSequenceClassification(cfg)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def _run_cli(argv: list[str]):
@@ -240,11 +221,11 @@ def _run_cli(argv: list[str]):
 def test_online_preset_runs_one_iteration_on_local_stand_ins(preset, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LABCORE_FAST", "1")
     if preset == "gpt2-imdb":
-        reward = _save_classifier(tmp_path / "distilbert-imdb", "distilbert")
+        reward = save_classifier(tmp_path / "distilbert-imdb", "distilbert")
         rows = [{"text": f"This film number {i} was a {'delight' if i % 2 else 'bore'} from start to finish, truly.",
                  "label": i % 2} for i in range(16)]
     else:
-        reward = _save_classifier(tmp_path / "hh-rm", "llama")
+        reward = save_classifier(tmp_path / "hh-rm", "llama")
         rows = [{"chosen": f"\n\nHuman: How do I water plant {i}?\n\nAssistant: Water it deeply twice a week.",
                  "rejected": f"\n\nHuman: How do I water plant {i}?\n\nAssistant: Figure it out."} for i in range(16)]
     data = tmp_path / "data.jsonl"

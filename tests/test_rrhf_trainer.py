@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_model, make_tokenizer
+from conftest import make_model, make_tokenizer, save_classifier
 from labcore.config import RRHFConfig, Sampling
 from labcore.datasets import load_rrhf
 from labcore.presets import UnknownSetting, build
@@ -235,35 +234,15 @@ def test_cli_ip2_writes_both_rounds(tiny_model_dir, tmp_path, monkeypatch):
     assert load_rrhf(tmp_path / "given" / "data_1.jsonl") == load_rrhf(data)
 
 
-def _save_classifier(path: Path, arch: str) -> Path:
-    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, LlamaConfig,
-                              LlamaForSequenceClassification)
-
-    tok = make_tokenizer()
-    tok.model_input_names = ["input_ids", "attention_mask"]
-    torch.manual_seed(0)
-    if arch == "distilbert":
-        model = DistilBertForSequenceClassification(DistilBertConfig(
-            vocab_size=len(tok), dim=16, hidden_dim=32, n_layers=1, n_heads=2, num_labels=2,
-            max_position_embeddings=256, pad_token_id=0))
-    else:
-        model = LlamaForSequenceClassification(LlamaConfig(
-            vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            num_key_value_heads=2, num_labels=1, pad_token_id=0, max_position_embeddings=256))
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("preset", ["gpt2-imdb", "pythia-hh"])
 def test_online_presets_run_on_local_stand_ins(preset, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LABCORE_FAST", "1")
     if preset == "gpt2-imdb":
-        policy, reward = tiny_model_dir, _save_classifier(tmp_path / "distilbert-imdb", "distilbert")
+        policy, reward = tiny_model_dir, save_classifier(tmp_path / "distilbert-imdb", "distilbert")
         rows = [{"text": f"This film number {i} was a {'delight' if i % 2 else 'bore'} from start to finish, truly.",
                  "label": i % 2} for i in range(16)]
     else:
-        policy, reward = tmp_path / "neox", _save_classifier(tmp_path / "hh-rm", "llama")
+        policy, reward = tmp_path / "neox", save_classifier(tmp_path / "hh-rm", "llama")
         model = make_model("gpt_neox", len(make_tokenizer()))
         model.generation_config.pad_token_id = 0
         model.save_pretrained(policy)
