@@ -52,14 +52,13 @@ input is validated (finite values, non-zero rows for cosine, budget and ``initia
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from labcore.utils import resolve_device
+from labcore.utils import resolve_device, torch_threads
 
 METRICS = ("euclidean", "cosine")
 _U64 = 2.0 ** -53  # unit roundoff of float64
@@ -365,7 +364,7 @@ class KCenterGreedy:
         run = _LazyGreedy(rows, budget, _Bound(d, _matmul_input_roundoff(device)))
         selected, radius = [], []
         nxt = -1
-        with _cpu_threads(device, 1):
+        with torch_threads(1, device):
             for k in range(budget):
                 c = initial[k] if k < len(initial) else nxt
                 run.add_centre(c)
@@ -383,20 +382,6 @@ class KCenterGreedy:
         self.device_ = device
         self.stats_ = dict(run.stats, brute_force_pairs=n * budget)
         return self
-
-
-@contextlib.contextmanager
-def _cpu_threads(device: torch.device, n_threads: int):
-    """Run the block with ``n_threads`` torch CPU threads (restored after); a no-op off the CPU."""
-    old = torch.get_num_threads()
-    if device.type != "cpu" or n_threads == old:
-        yield
-        return
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class _LazyGreedy:
@@ -557,7 +542,7 @@ class _LazyGreedy:
         # q = ||x||^2 + ||c||^2 - 2 x.c in fp32: one matmul per block
         # (thread fork/join costs more than it saves on small blocks, and stalls on busy machines)
         big = len(chunk) * len(block) * rows.d >= _SMALL_WORK
-        with _cpu_threads(dev, self.n_threads if big else 1):
+        with torch_threads(self.n_threads if big else 1, dev):
             q = torch.addmm(xn[:, None] + Cn[None, :], x32, C.T, alpha=-2.0)  # (n, k)
         self.stats["pairs_screened"] += q.numel()
         w = int(np.searchsorted(block, s_chunk.max()))  # columns that some row of the chunk has already seen
