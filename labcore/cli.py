@@ -271,14 +271,13 @@ def run_rrhf(a: MethodArgs) -> list[dict]:
     from labcore.config import RRHFConfig
     from labcore.datasets import load_rrhf
     from labcore.rrhf_trainer import prepare, rrhf_pipeline
+    from labcore.runs import fmt, markdown_table
 
     config = _method_config(RRHFConfig, a)
     rrhf_file = _is_rrhf_file(a.data)
     data = prepare(config, data=None if rrhf_file else a.data)
     out = Path(a.out or f"runs/rrhf-{a.preset}")
     rows = rrhf_pipeline(config, out, data, records=load_rrhf(a.data) if rrhf_file else None, resume=a.resume)
-    from labcore.runs import fmt, markdown_table
-
     print(markdown_table(["run", "row", "eval reward", "gold", "perplexity", "distinct-2", "rank acc"],
                          [[a.preset, f"round {r['iteration']}, step {r['step']}", fmt(r.get("eval_reward")),
                            fmt(r.get("gold")), fmt(r.get("ppl"), 2), fmt(r.get("distinct_2")), fmt(r.get("rank_acc"))]

@@ -17,6 +17,7 @@ Importable without torch.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,18 +25,22 @@ from typing import Literal
 from labcore import DATA_DIR
 
 
+def union_members(hint) -> tuple | None:
+    """The members of ``A | B`` or ``Optional[A]`` (both spellings), None when ``hint`` is not a union."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else None
+
+
 def check_choices(obj) -> None:
-    """Raise ``ValueError`` naming the field when a ``Literal[...]`` field holds a value outside its choices."""
+    """Raise ``ValueError`` naming the field when a ``Literal[...]`` field (or ``Literal[...] | None``) holds a
+    value outside its choices."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         hint = hints[f.name]
-        options = [a for a in typing.get_args(hint) if typing.get_origin(a) is Literal] if \
-            typing.get_origin(hint) is typing.Union else [hint] if typing.get_origin(hint) is Literal else []
-        if options:
-            allowed = [c for o in options for c in typing.get_args(o)]
-            value = getattr(obj, f.name)
-            if value not in allowed and not (value is None and type(None) in typing.get_args(hint)):
-                raise ValueError(f"{f.name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        members = union_members(hint) or (hint,)
+        allowed = [c for m in members if typing.get_origin(m) is Literal for c in typing.get_args(m)]
+        value = getattr(obj, f.name)
+        if allowed and value not in allowed and not (value is None and type(None) in members):
+            raise ValueError(f"{f.name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
 def _check(checks: list[tuple[bool, str]]) -> None:
@@ -397,4 +402,4 @@ class CoresetExperimentConfig:
 
 
 __all__ = ["Sampling", "Eval", "Lora", "Optim", "Runtime", "RAFTConfig", "RRHFConfig", "CoresetExperimentConfig",
-           "CORESET_ARMS", "check_choices"]
+           "CORESET_ARMS", "check_choices", "union_members"]

@@ -15,7 +15,7 @@ import typing
 from typing import Any, Literal, Mapping, Sequence
 
 from labcore import DATA_DIR, fast_mode
-from labcore.config import CoresetExperimentConfig, RAFTConfig, RRHFConfig
+from labcore.config import CoresetExperimentConfig, RAFTConfig, RRHFConfig, union_members
 
 TINY_RM = str(DATA_DIR / "models" / "tiny-rm")
 
@@ -106,8 +106,7 @@ FAST: dict[type, dict[str, Any]] = {
     CoresetExperimentConfig: dict(seeds=(0,), steps=5, eval_per_source=8, optim=dict(warmup_ratio=0.2)),
 }
 
-PRESETS: dict[type, dict[str, dict[str, Any]]] = {RAFTConfig: RAFT, RRHFConfig: RRHF,
-                                                   CoresetExperimentConfig: {"default": dict(help="the 0.5% experiment")}}
+PRESETS: dict[type, dict[str, dict[str, Any]]] = {RAFTConfig: RAFT, RRHFConfig: RRHF}
 
 
 class UnknownSetting(ValueError):
@@ -172,7 +171,7 @@ def build(cls: type, preset: str | None = None, *, fast: bool | None = None,
     """
     values: dict[str, Any] = {}
     if preset is not None:
-        known = PRESETS[cls]
+        known = PRESETS.get(cls, {})
         if preset not in known:
             raise UnknownSetting(f"unknown preset {preset!r}; known: {', '.join(known)}")
         values = {k: v for k, v in known[preset].items() if k != "help"}
@@ -228,10 +227,11 @@ def _coerce(hint: Any, text: str, key: str) -> Any:
     """Parse ``text`` as a value of type ``hint`` (bool, int, float, str, Literal, tuples, Optional)."""
     args = typing.get_args(hint)
     origin = typing.get_origin(hint)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        if text.lower() in ("none", "null") and type(None) in args:
+    members = union_members(hint)
+    if members:
+        if text.lower() in ("none", "null") and type(None) in members:
             return None
-        for arg in args:
+        for arg in members:
             if arg is type(None):
                 continue
             try:
@@ -279,10 +279,5 @@ def parse_overrides(cls: type, pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def preset_help(cls: type) -> str:
-    """The presets of ``cls`` as ``name: help`` joined by "; "."""
-    return "; ".join(f"{name}: {p.get('help', '')}" for name, p in PRESETS[cls].items())
-
-
 __all__ = ["EVAL", "RAFT", "RRHF", "FAST", "PRESETS", "TINY_RM", "UnknownSetting", "build", "parse_overrides",
-           "resolve_field", "preset_help", "to_dict"]
+           "resolve_field", "to_dict"]

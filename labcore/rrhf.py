@@ -420,7 +420,7 @@ def rrhf_forward(
 
 def _prefix_shared_token_logp(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """``rrhf_forward(share_query_prefix=True)``: queries once (left-padded, cached), then all responses on top."""
-    input_ids, attention_mask, response_mask = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+    input_ids, response_mask = batch["input_ids"], batch["response_mask"]  # masks are rebuilt from the lengths
     B, K, T = input_ids.shape
     slot_mask = batch.get("slot_mask", response_mask.any(-1))  # (B, K)
     q_len = response_mask.long().argmax(-1)  # (B, K) first response position = query length of each row

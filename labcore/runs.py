@@ -98,8 +98,8 @@ def plot_metrics(rows: Sequence[dict], panels: Sequence[tuple[str, Sequence[str]
     return fig
 
 
-def write_plot(fig, path: str | Path) -> Path | None:
-    """Write a figure as a standalone HTML page (plotly.js from its CDN); None when plotly is missing."""
+def write_plot(fig, path: str | Path) -> Path:
+    """Write a figure as a standalone HTML page (plotly.js from its CDN)."""
     path = Path(path)
     fig.write_html(path, include_plotlyjs="cdn")
     return path

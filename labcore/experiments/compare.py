@@ -20,7 +20,7 @@ import torch
 from labcore import DATA_DIR, fast_mode
 from labcore.config import RAFTConfig, RRHFConfig
 from labcore.presets import build
-from labcore.runs import fmt, markdown_table, rewrite_between_markers
+from labcore.runs import fmt, markdown_table
 from labcore.utils import torch_threads
 
 COMPARE_TASKS = ("tiny-sentiment", "tiny-helpful")
@@ -174,5 +174,4 @@ def raft_table(runs: dict[str, str | Path] | None = None) -> str:
     return markdown_table(["preset", "model", "eval reward", "perplexity", "distinct-2", "mean length", "gold"], table)
 
 
-__all__ = ["COMPARE_TASKS", "ARMS", "compare", "compare_table", "write_report", "sft_best", "raft_table",
-           "rewrite_between_markers"]
+__all__ = ["COMPARE_TASKS", "ARMS", "compare", "compare_table", "write_report", "sft_best", "raft_table"]
