@@ -24,9 +24,9 @@
 # minutes on a laptop CPU; without it, a few minutes.
 
 # %%
-import os
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # class machines have no Hugging Face Hub; set it to 0 to allow it
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from labcore.notebook import finish, setup
+
+setup()  # offline (HF_HUB_OFFLINE=1), one torch thread on a small CPU, seed 0; prints the device and threads
 
 import time
 import numpy as np
@@ -40,12 +40,6 @@ from labcore import DATA_DIR, REPO_ROOT, fast_mode
 from labcore.utils import resolve_device, set_seed
 
 FAST = fast_mode()  # LABCORE_FAST=1: tiny sizes (about 2 minutes per notebook on 2 CPU cores)
-if (os.cpu_count() or 1) <= 4:
-    torch.set_num_threads(1)  # tiny models on a few shared cores: one thread is faster than two
-pd.set_option("display.max_colwidth", 120)
-set_seed(0)
-T0 = time.perf_counter()
-print(f"fast mode: {FAST}   device: {resolve_device('auto')}   torch threads: {torch.get_num_threads()}")
 
 # %% [markdown]
 # ## 1. What alignment is for
@@ -286,4 +280,4 @@ for T in (0.3, 1.3):
 # ```
 
 # %%
-print(f"notebook ran in {time.perf_counter() - T0:.0f} s (fast mode: {FAST})")
+finish()

@@ -27,9 +27,9 @@
 # (`$LABCORE_CACHE`, default `~/.cache/labcore`), so a second run is fast.
 
 # %%
-import os
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # class machines have no Hugging Face Hub; set it to 0 to allow it
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from labcore.notebook import finish, setup
+
+setup()  # offline (HF_HUB_OFFLINE=1), one torch thread on a small CPU, seed 0; prints the device and threads
 
 import time
 import numpy as np
@@ -43,12 +43,6 @@ from labcore import DATA_DIR, REPO_ROOT, fast_mode
 from labcore.utils import resolve_device, set_seed
 
 FAST = fast_mode()  # LABCORE_FAST=1: tiny sizes (about 2 minutes per notebook on 2 CPU cores)
-if (os.cpu_count() or 1) <= 4:
-    torch.set_num_threads(1)  # tiny models on a few shared cores: one thread is faster than two
-pd.set_option("display.max_colwidth", 120)
-set_seed(0)
-T0 = time.perf_counter()
-print(f"fast mode: {FAST}   device: {resolve_device('auto')}   torch threads: {torch.get_num_threads()}")
 
 # %%
 import random
@@ -301,4 +295,4 @@ print(f"core-set in cluster {res.distribution_cluster}: {in_c:.0%};  the task's 
 # ```
 
 # %%
-print(f"notebook ran in {time.perf_counter() - T0:.0f} s (fast mode: {FAST})")
+finish()
