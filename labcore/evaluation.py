@@ -1,13 +1,12 @@
 """The held-out evaluation every method and the comparison share: eval reward, independent judge, perplexity of
-reference responses, distinct-2, length; and the ranking accuracy of a scorer against rewards.
+reference responses, distinct-2, length; and the pair count behind the ranking accuracy of a scorer against rewards
+(``labcore.rrhf_trainer.ranking_accuracy`` scores with RRHF's p_i, Eq. 1).
 
 One protocol per task (``labcore.config.Eval``, values in ``labcore.presets.EVAL``): the same held-out prompts,
 sampling settings and seed at every evaluation of every method, so iteration 0 (the base model), every later
 iteration and every arm of ``labcore compare`` are measured alike.
 """
 from __future__ import annotations
-
-from typing import Sequence
 
 import torch
 
@@ -62,13 +61,4 @@ def pairwise_agreement(scores: torch.Tensor, rewards: torch.Tensor) -> tuple[int
     return int(right.sum()), int(pairs.sum())
 
 
-def ranking_accuracy(scores: Sequence[torch.Tensor], rewards: Sequence[torch.Tensor]) -> float | None:
-    """The share of reward-ordered pairs that the scores order the same way, over batches; None without a pair."""
-    right = total = 0
-    for s, r in zip(scores, rewards, strict=True):
-        a, b = pairwise_agreement(s, r)
-        right, total = right + a, total + b
-    return right / total if total else None
-
-
-__all__ = ["evaluate", "pairwise_agreement", "ranking_accuracy"]
+__all__ = ["evaluate", "pairwise_agreement"]
