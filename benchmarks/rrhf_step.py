@@ -27,6 +27,7 @@ step (then the AdamW state is included in both). Throughput: queries per second 
 on a shared machine hits all of them alike.
 
     python benchmarks/rrhf_step.py                      # CPU, fp32
+    python benchmarks/rrhf_step.py --model smollm2-135m --queries 2 --k 4 --steps 2   # SmolLM2, full fine-tuning
     python benchmarks/rrhf_step.py --device cuda        # bf16 autocast
     LABCORE_FAST=1 python benchmarks/rrhf_step.py       # tiny sizes, seconds
 
@@ -60,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     fast = fast_mode()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto (cuda uses bf16 autocast)")
+    ap.add_argument("--model", default=None, help="a real model preset instead of the random GPT-2 (e.g. "
+                    "smollm2-135m: its weights and vocabulary 49152; full fine-tuning as the reference)")
     ap.add_argument("--vocab", type=int, default=2048 if fast else 50257, help="vocabulary size (GPT-2: 50257)")
     ap.add_argument("--layers", type=int, default=2 if fast else 6)
     ap.add_argument("--dim", type=int, default=64 if fast else 256)
@@ -77,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="labcore at --per-forward without share_query_prefix (flattened rows only)")
     ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # internal: run one variant, print JSON
     args = ap.parse_args(argv)
+    if args.model:  # the real model's vocabulary (random token ids below it)
+        from labcore.models import load_tokenizer
+
+        args.vocab = len(load_tokenizer(args.model))
     if not args.per_forward:  # batching rows pays on a GPU; on a CPU longer padded rows only cost
         args.per_forward = args.queries if resolve_device(args.device).type == "cuda" else 1
     if args.queries % args.per_forward:
@@ -104,6 +111,11 @@ def make_model(args, device: torch.device):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     set_seed(args.seed)
+    if args.model:
+        from labcore.models import load_model
+
+        model, _ = load_model(args.model, device=device, dtype="fp32")
+        return model.train()
     cfg = GPT2Config(n_layer=args.layers, n_embd=args.dim, n_head=args.heads, vocab_size=args.vocab,
                      n_positions=max(256, args.max_length), bos_token_id=args.vocab - 1, eos_token_id=args.vocab - 1)
     return GPT2LMHeadModel(cfg).to(device).train()
@@ -228,7 +240,9 @@ def main(argv=None) -> None:
     args.device = device.type
     print(f"device={device} ({'bf16 autocast' if device.type == 'cuda' else 'fp32'}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(f"model: GPT-2 architecture, {args.layers} layers x {args.dim} dims, vocab {args.vocab}; "
+    arch = f"GPT-2 architecture, {args.layers} layers x {args.dim} dims" if not args.model else \
+        f"{args.model} (its weights; full fine-tuning)"
+    print(f"model: {arch}, vocab {args.vocab}; "
           f"{args.queries} queries x K={args.k} per optimiser step, max length {args.max_length}; "
           f"{args.warmup} warm-up + {args.steps} timed steps")
     configs = [("reference", 1, False), ("labcore", 1, False), ("labcore", 1, True)]
@@ -266,6 +280,7 @@ def main(argv=None) -> None:
           f"throughput_ratio_flat_1q={qps[1] / qps[0]:.2f}x memory_ratio_flat_1q={peak[1] / peak[0]:.2f} "
           f"throughput_ratio_shared_1q={qps[2] / qps[0]:.2f}x memory_ratio_shared_1q={peak[2] / peak[0]:.2f} "
           f"per_forward={args.per_forward} share_prefix={args.share_prefix} vocab={args.vocab} "
+          f"model={args.model or 'random-gpt2'} "
           f"threads={torch.get_num_threads()} device={device.type} scores_match={match}")
 
 

@@ -19,3 +19,10 @@ DATA_DIR = REPO_ROOT / "data"
 def fast_mode() -> bool:
     """True when ``LABCORE_FAST=1``: tiny sizes and few steps everywhere (CI, notebooks in class)."""
     return os.environ.get("LABCORE_FAST", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def cache_root() -> Path:
+    """Root of labcore's on-disk caches (embeddings, K-means, converted models): ``$LABCORE_CACHE`` if set, else
+    ``~/.cache/labcore``."""
+    env = os.environ.get("LABCORE_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "labcore"

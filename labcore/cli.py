@@ -38,14 +38,14 @@ SET_HELP = "override any field of the config, by dotted path or unique name: --s
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class GenerateArgs:
-    out: str = _opt(help="output JSONL file (one line per sample)")
-    model: str = _opt("tiny", "preset (tiny, gpt2, pythia-70m, ...) or local Hugging Face directory")
+    out: str | None = _opt(None, "output JSONL file (one line per sample); default: print the responses")
+    model: str = _opt("tiny", "preset (tiny, smollm2-135m, gpt2, pythia-70m, ...) or local Hugging Face directory")
     adapter: str | None = _opt(None, "directory of a saved LoRA adapter (e.g. runs/raft/final)")
     prompts: str | None = _opt(None, "JSONL file of prompts (field 'prompt'; HH/TRL/RRHF files work too)")
     prompt: str | None = _opt(None, "one prompt, given on the command line")
     field: str | None = _opt(None, "read this field of --prompts as the prompt (e.g. 'request')")
-    format: Literal["chat", "plain"] = _opt("chat", "chat: wrap each prompt as '\\n\\nHuman: ...\\n\\nAssistant:'; "
-                                                    "plain: continue the text as is")
+    format: Literal["chat", "plain"] = _opt("chat", "chat: prompt through the model's chat template (SmolLM2) or "
+                                                    "as '\\n\\nHuman: ...\\n\\nAssistant:'; plain: continue the text")
     num_samples: int = _opt(1, "samples per prompt")
     max_new_tokens: int = _opt(64, "new-token limit")
     temperature: float = _opt(1.0, "sampling temperature (0 = greedy)")
@@ -69,21 +69,41 @@ def run_generate(a: GenerateArgs) -> list[dict]:
     s = Sampling(temperature=a.temperature if not greedy else 1.0, top_k=a.top_k, top_p=a.top_p,
                  max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)  # validates the ranges
     from labcore.datasets import load_prompts, write_jsonl
-    from labcore.formats import as_chat_prompt
+    from labcore.formats import hh_to_messages, prompt_format
     from labcore.generation import generate
     from labcore.models import load_model
 
     prompts = [a.prompt] if a.prompt is not None else [r["prompt"] for r in load_prompts(a.prompts, a.field)]
-    if a.format == "chat":  # prompts already in HH format (from HH/RRHF files) are kept; bare messages are wrapped
-        prompts = [as_chat_prompt(p) for p in prompts]
     model, tok = load_model(a.model, adapter=a.adapter, device=a.device)
+    if a.format == "chat":  # bare messages and HH transcripts (HH/RRHF files) alike, in the model's own format
+        fmt = prompt_format(tok)
+        prompts = [fmt.prompt(hh_to_messages(p)) for p in prompts]
     rows = generate(model, tok, prompts, num_samples=a.num_samples, max_new_tokens=s.max_new_tokens,
                     temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, do_sample=not greedy,
                     stop_at_turn=a.format == "chat", batch_size=s.batch_size, seed=a.seed, progress=True)
-    write_jsonl(a.out, rows)
-    print(f"wrote {len(rows)} samples to {a.out} ({sum(r['finished'] for r in rows)} finished their turn)",
-          file=sys.stderr)
+    if a.out:
+        write_jsonl(a.out, rows)
+        print(f"wrote {len(rows)} samples to {a.out} ({sum(r['finished'] for r in rows)} finished their turn)",
+              file=sys.stderr)
+    else:
+        for r in rows:
+            print(r["response"].strip() + "\n")
     return rows
+
+
+@dataclass
+class PrepareModelArgs:
+    model: str = _opt("smollm2-135m", "the offline preset to prepare (smollm2-135m: convert the packaged GGUF once)")
+
+
+def run_prepare_model(a: PrepareModelArgs) -> str:
+    from labcore.models import PRESETS, resolve_model_path
+
+    if a.model not in PRESETS:
+        raise ValueError(f"unknown model preset {a.model!r}; known: {', '.join(PRESETS)}")
+    path, local = resolve_model_path(a.model)
+    print(f"{a.model}: {path}" if local else f"{a.model}: {path} (Hub id, downloaded on first use)")
+    return path
 
 
 @dataclass
@@ -313,7 +333,8 @@ def run_raft_table(a: RaftTableArgs) -> str:
 class CompareArgs:
     out: str = _opt("docs/results/comparison.md", "markdown report (a .json beside it)")
     runs: str = _opt("runs/compare", "folder of the trained arms")
-    tasks: list[str] = _opt(["tiny-sentiment", "tiny-helpful"], "tasks to compare")
+    tasks: list[str] = _opt(["tiny-sentiment", "tiny-helpful"], "tasks to compare (SmolLM2: smol-sentiment "
+                            "smol-arithmetic, with --out docs/results/comparison-smol.md)")
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)")
     update: str | None = _opt(None, "also rewrite the table between the compare-table markers of this file")
 
@@ -331,7 +352,7 @@ def run_compare(a: CompareArgs) -> list[dict]:
     rows = compare(a.runs, a.tasks, threads=a.threads)
     minutes = (time.time() - t0) / 60
     print(compare_table(rows))
-    report = write_report(rows, a.out, minutes, a.threads)
+    report = write_report(rows, a.out, minutes, a.threads, a.tasks)
     if a.update:
         rewrite_between_markers(a.update, "compare-table", compare_table(rows))
     print(f"wrote {report} and {report.with_suffix('.json')} ({minutes:.1f} min)", file=sys.stderr)
@@ -341,7 +362,8 @@ def run_compare(a: CompareArgs) -> list[dict]:
 @dataclass
 class CoresetExperimentArgs:
     out: str = _opt("runs/coreset", "folder for results.json / results.md (the shipped results are in "
-                                    "docs/results/coreset)")
+                                    "docs/results/coreset and docs/results/coreset-smol)")
+    preset: str | None = _opt(None, "tiny (the defaults) or smollm2 (SmolLM2-135M + LoRA, a smaller step budget)")
     set: list[str] = _opt([], SET_HELP + " (e.g. --set task=safety seeds=0,1 lora.use=true)", metavar="FIELD=VALUE",
                           action="extend")
     no_progress: bool = _opt(False, "no progress bars")
@@ -352,7 +374,7 @@ def run_coreset_experiment(a: CoresetExperimentArgs) -> dict:
     from labcore.experiments.coreset_05 import results_markdown, run_experiment
     from labcore.presets import build
 
-    config = build(CoresetExperimentConfig, overrides=a.set)
+    config = build(CoresetExperimentConfig, a.preset, overrides=a.set)
     results = run_experiment(config, a.out, progress=not a.no_progress)
     print(results_markdown(results))
     print(f"wrote {Path(a.out) / 'results.json'} and {Path(a.out) / 'results.md'}", file=sys.stderr)
@@ -378,6 +400,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 #: subcommand -> (options dataclass, runner, one-line help)
 COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "generate": (GenerateArgs, run_generate, "sample responses from a model (optionally with a LoRA adapter)"),
+    "prepare-model": (PrepareModelArgs, run_prepare_model, "convert the packaged SmolLM2 once into labcore's cache"),
     "score": (ScoreArgs, run_score, "add a 'reward' to every record of a JSONL file"),
     "select": (SelectArgs, run_select, "core-set selection (K-means task centre + KCenterGreedy) for one task"),
     "data": (DataArgs, run_data, "rebuild the tiny world's data files byte-identically (or print their --stats)"),
@@ -387,7 +410,7 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "raft": (MethodArgs, run_raft, "RAFT: sample, reward, keep the best, fine-tune, repeat"),
     "raft-table": (RaftTableArgs, run_raft_table, "the reward / perplexity table of RAFT runs (base vs RAFT)"),
     "rrhf": (MethodArgs, run_rrhf, "RRHF: collect ranked responses (BP/DP/D, IP-n) and train with L_rank + L_ft"),
-    "compare": (CompareArgs, run_compare, "tiny-world comparison: base, SFT-best, RAFT, RRHF-BP, RRHF-IP-2"),
+    "compare": (CompareArgs, run_compare, "base, SFT-best, RAFT (, RAFT-random), RRHF-BP, RRHF-IP-2 on the same tasks"),
     "coreset-experiment": (CoresetExperimentArgs, run_coreset_experiment,
                            "the 0.5%% experiment: instruction-tune on the core-set vs random 0.5%% vs all task data"),
     "app": (None, None, "open the Gradio app (same as python app.py)"),

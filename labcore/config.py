@@ -187,8 +187,9 @@ class RAFTConfig:
     """T: RAFT iterations (LMFlow num_raft_iteration default 20)."""
     raft_batch_size: int = 1024
     """b: samples kept (and fine-tuned on) per iteration (LMFlow raft_batch_size; HH recipe 1024)."""
-    selection: Literal["local", "global"] = "local"
-    """'local': best of K per prompt for b prompts; 'global': one sample for each of b/alpha prompts, keep top alpha."""
+    selection: Literal["local", "global", "random"] = "local"
+    """'local': best of K per prompt for b prompts; 'global': one sample for each of b/alpha prompts, keep top alpha;
+    'random': the control, one of K chosen at random per prompt (same samples, same discard rule, no reward)."""
     num_samples: int = 8
     """K: samples per prompt in local selection (HH recipe K = 8 = 1/top_reward_percentage)."""
     alpha: float = 0.2
@@ -199,10 +200,16 @@ class RAFTConfig:
     """Draw the new-token limit once per generation batch ('batch', as LMFlow) or once per iteration."""
     response_only: bool = True
     """SFT loss on response tokens only (False: prompt + response, as the reference)."""
+    eos_on_truncated: bool = True
+    """Append the end token to every kept sample (True, the tiny presets), or only to samples that ended before the
+    new-token limit (False, the SmolLM2 presets: a cut-off sample must not teach the model to stop there)."""
     max_length: int | None = None
     """Token budget of an SFT pair (default: the model's context); prompts are cut from the left."""
     min_tokens: int = 2
     """Discard rule: samples with fewer new tokens (or empty text) get reward -inf."""
+    min_reward: float | None = None
+    """Keep a selected sample only if its reward is at least this (None: keep the best whatever it scores). With a
+    0/1 verifiable reward, 0.5 keeps correct answers only: rejection-sampling fine-tuning, never the best wrong one."""
     max_repetition: float = 0.5
     """Discard rule: samples whose share of repeated word 3-grams exceeds this get reward -inf (1.0 = off)."""
     sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.85, max_new_tokens=128))
@@ -235,14 +242,14 @@ class RAFTConfig:
     @property
     def prompts_per_iteration(self) -> int:
         """Prompts drawn per iteration: b (local) or b / alpha (global, LMFlow ``M = raft_batch_size / alpha``)."""
-        if self.selection == "local":
+        if self.selection in ("local", "random"):
             return self.raft_batch_size
         return max(self.raft_batch_size, int(round(self.raft_batch_size / self.alpha)))
 
     @property
     def samples_per_prompt(self) -> int:
-        """K for local selection, 1 for global selection."""
-        return self.num_samples if self.selection == "local" else 1
+        """K for local (and random) selection, 1 for global selection."""
+        return self.num_samples if self.selection in ("local", "random") else 1
 
 
 # ----------------------------------------------------------------------------------------------------------------

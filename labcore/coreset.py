@@ -110,7 +110,7 @@ def fit_kmeans(embeddings: np.ndarray, n_clusters: int = 32, random_state: int =
     K = min(n_clusters, len(X))
     path = None
     if cache:
-        from labcore.embed import cache_root
+        from labcore import cache_root
 
         h = hashlib.sha256(json.dumps([list(X.shape), K, random_state, n_init, kmeans_kwargs,
                                        version("scikit-learn")], sort_keys=True, default=str).encode())

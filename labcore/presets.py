@@ -18,6 +18,8 @@ from labcore import DATA_DIR, fast_mode
 from labcore.config import CoresetExperimentConfig, RAFTConfig, RRHFConfig, union_members
 
 TINY_RM = str(DATA_DIR / "models" / "tiny-rm")
+#: SmolLM2's LoRA: rank 8 on the attention projections (an adapter of 3.7 MB; all seven linear layers at r 16: 20 MB).
+SMOL_LORA = dict(use=True, r=8, alpha=16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
 
 #: The held-out evaluation of each task (labcore.config.Eval fields), shared by every method evaluated on it.
 EVAL: dict[str, dict[str, Any]] = {
@@ -25,6 +27,9 @@ EVAL: dict[str, dict[str, Any]] = {
     "tiny-helpful": dict(temperature=0.85, max_new_tokens=47, batch_size=64, prompts=128, ppl_examples=128),
     "imdb": dict(temperature=0.7, max_new_tokens=47, batch_size=64, prompts=256, ppl_examples=256),
     "hh": dict(temperature=0.85, max_new_tokens=127, batch_size=32, prompts=256, ppl_examples=256),
+    # SmolLM2 on 2 CPU cores: fewer held-out prompts (one evaluation ~20 s)
+    "smol-sentiment": dict(temperature=0.85, max_new_tokens=40, batch_size=64, prompts=64, ppl_examples=64),
+    "smol-arithmetic": dict(temperature=0.7, max_new_tokens=32, batch_size=64, prompts=128, ppl_examples=64),
 }
 
 #: RAFT presets: ``help`` + RAFTConfig fields. Tuned for <= 10 minutes on 2 CPU cores (docs/raft.md).
@@ -44,6 +49,23 @@ RAFT: dict[str, dict[str, Any]] = {
         num_samples=8, min_new_tokens=32, min_tokens=8, max_repetition=0.3,
         sampling=dict(temperature=0.85, max_new_tokens=48, batch_size=64), eval=EVAL["tiny-helpful"],
         lora=dict(r=16, alpha=32), optim=dict(lr=5e-4, epochs=2, batch_size=16)),
+    "smol-sentiment": dict(
+        help="SmolLM2-135M-Instruct + LoRA, review openings, VADER reward; AFINN judges",
+        model="smollm2-135m", reward="sentiment", task="smol-sentiment", iterations=4, raft_batch_size=64,
+        # eos_on_truncated=False: with EOS after cut-off samples, iteration 2's answers halved in length (39 -> 20
+        # tokens) and the eval reward fell back (0.43 -> 0.27)
+        selection="local", num_samples=4, min_new_tokens=24, min_tokens=4, max_repetition=0.3, eos_on_truncated=False,
+        sampling=dict(temperature=0.85, max_new_tokens=40, batch_size=64), eval=EVAL["smol-sentiment"],
+        lora=SMOL_LORA, optim=dict(lr=3e-4, epochs=2, batch_size=8)),
+    "smol-arithmetic": dict(
+        help="SmolLM2-135M-Instruct + LoRA, addition problems, exact-answer reward (rejection-sampling fine-tuning)",
+        model="smollm2-135m", reward="arithmetic", task="smol-arithmetic", iterations=3, raft_batch_size=64,
+        # min_reward=0.5: only correct answers are kept (without it, the best of 8 wrong answers was trained on for
+        # the 59% of problems with no correct sample)
+        selection="local", num_samples=8, min_new_tokens=24, min_tokens=1, max_repetition=0.5, eos_on_truncated=False,
+        min_reward=0.5,
+        sampling=dict(temperature=0.7, max_new_tokens=32, batch_size=64), eval=EVAL["smol-arithmetic"],
+        lora=SMOL_LORA, optim=dict(lr=3e-4, epochs=2, batch_size=8)),
     "gpt2-imdb": dict(
         help="GPT-2, IMDB openings (Hub or --data), DistilBERT IMDB reward (the reference IMDB recipe)",
         # IMDB recipe: lr 2e-4 constant, 5 iterations, 4 epochs, 320 prompts per iteration (b = 64 kept at
@@ -78,6 +100,22 @@ RRHF: dict[str, dict[str, Any]] = {
         sampling=dict(max_new_tokens=48, batch_size=64), eval=EVAL["tiny-helpful"],
         lora=dict(use=True, r=16, alpha=32), optim=dict(lr=3e-4, epochs=2, batch_size=4, grad_accum=4),
         runtime=dict(seed=0)),
+    "smol-sentiment": dict(
+        help="SmolLM2-135M-Instruct + LoRA, review openings, VADER; D = 6 samples of the model per opening",
+        # BP (4 beams + 2 review continuations) barely moved the policy: eval VADER 0.263 -> 0.268, AFINN 0.22 ->
+        # 0.33 (the beams are near-copies; the continuations are of both labels). D ranks the model's own samples.
+        model="smollm2-135m", reward="sentiment", task="smol-sentiment", policy="D", queries=64, num_samples=6,
+        dataset_responses=0, heldout_queries=32, max_length=96,
+        sampling=dict(temperature=0.85, max_new_tokens=40, batch_size=64), eval=EVAL["smol-sentiment"],
+        lora=SMOL_LORA, optim=dict(lr=3e-4, epochs=2, batch_size=4, grad_accum=2), runtime=dict(seed=0)),
+    "smol-arithmetic": dict(
+        help="SmolLM2-135M-Instruct + LoRA, addition problems, exact-answer reward; D = 6 samples per problem",
+        # D, not BP: the dataset responses hold the worked answer, so BP would be supervised learning on the
+        # solutions; D learns from the reward of the model's own samples only, as RAFT does
+        model="smollm2-135m", reward="arithmetic", task="smol-arithmetic", policy="D", queries=64, num_samples=6,
+        dataset_responses=0, heldout_queries=32, max_length=96,
+        sampling=dict(temperature=0.7, max_new_tokens=32, batch_size=64), eval=EVAL["smol-arithmetic"],
+        lora=SMOL_LORA, optim=dict(lr=3e-4, epochs=2, batch_size=4, grad_accum=2), runtime=dict(seed=0)),
     "gpt2-imdb": dict(
         help="GPT-2 (full), IMDB openings (Hub or --data), DistilBERT IMDB reward (Table 10)",
         # Table 10: GPT-2, DistilBERT IMDB reward, 48 new tokens, top-k 50, batch 64, 5 epochs; BP
@@ -94,6 +132,17 @@ RRHF: dict[str, dict[str, Any]] = {
         lora=dict(use=False), optim=dict(batch_size=4, grad_accum=16)),
 }
 
+#: Core-set experiment presets (labcore coreset-experiment --preset NAME): CoresetExperimentConfig fields.
+CORESET: dict[str, dict[str, Any]] = {
+    "tiny": dict(help="the tiny base model, full fine-tuning, 150 steps of 16 (the defaults; ~20 min on 2 cores)"),
+    "smollm2": dict(
+        help="SmolLM2-135M-Instruct + LoRA r 8, 24 steps of 8 (compute capped to fit ~20 min on 2 cores)",
+        # a pretrained instruct model: LoRA at lr 3e-4, far fewer steps than the tiny model needs; the full arm is
+        # capped at 24 x 8 = 192 examples (results.json says so), like every arm's compute
+        model="smollm2-135m", lora=SMOL_LORA, steps=24, eval_per_source=40,
+        optim=dict(lr=3e-4, scheduler="cosine", warmup_ratio=0.1, batch_size=8), runtime=dict(threads=2)),
+}
+
 #: Fast mode (LABCORE_FAST=1): tiny sizes and few steps, laid over any preset of the config class.
 _FAST_EVAL = dict(prompts=8, ppl_examples=8, max_new_tokens=11, batch_size=16)
 FAST: dict[type, dict[str, Any]] = {
@@ -106,7 +155,7 @@ FAST: dict[type, dict[str, Any]] = {
     CoresetExperimentConfig: dict(seeds=(0,), steps=5, eval_per_source=8, optim=dict(warmup_ratio=0.2)),
 }
 
-PRESETS: dict[type, dict[str, dict[str, Any]]] = {RAFTConfig: RAFT, RRHFConfig: RRHF}
+PRESETS: dict[type, dict[str, dict[str, Any]]] = {RAFTConfig: RAFT, RRHFConfig: RRHF, CoresetExperimentConfig: CORESET}
 
 
 class UnknownSetting(ValueError):
@@ -279,5 +328,5 @@ def parse_overrides(cls: type, pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["EVAL", "RAFT", "RRHF", "FAST", "PRESETS", "TINY_RM", "UnknownSetting", "build", "parse_overrides",
+__all__ = ["EVAL", "RAFT", "RRHF", "CORESET", "FAST", "PRESETS", "TINY_RM", "SMOL_LORA", "UnknownSetting", "build", "parse_overrides",
            "resolve_field", "to_dict"]

@@ -92,6 +92,17 @@ def select_local(rewards: torch.Tensor) -> torch.Tensor:
     return torch.where(valid.any(dim=1), first, torch.full_like(first, -1))
 
 
+def select_random(rewards: torch.Tensor, seed: int) -> torch.Tensor:
+    """The control of local selection: one of the valid samples of each prompt, uniformly at random (seeded), the
+    reward ignored. Same (P, K) input and (P,) output as :func:`select_local` (-1 where every sample was discarded)."""
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be (P, K), got shape {tuple(rewards.shape)}")
+    valid = _valid(rewards)  # (P, K)
+    noise = torch.rand(rewards.shape, generator=torch.Generator().manual_seed(seed))  # (P, K)
+    pick = noise.masked_fill(~valid.cpu(), -1.0).argmax(dim=1).to(rewards.device)  # (P,)
+    return torch.where(valid.any(dim=1), pick, torch.full_like(pick, -1))
+
+
 def select_global(rewards: torch.Tensor, n_select: int) -> torch.Tensor:
     """Top ``n_select`` samples by reward across the batch (global ranking, LMFlow "top").
 
@@ -180,8 +191,11 @@ def collect(policy, tokenizer, prompts: list[str], config: RAFTConfig, task: Tas
                             top_k=s.top_k, top_p=s.top_p, batch_size=s.batch_size, stop_at_turn=task.chat, seed=seed)
 
 
-def rank_and_select(rows: list[dict], raw: torch.Tensor, config: RAFTConfig) -> tuple[list[dict], torch.Tensor]:
-    """Step 2, data ranking: r = -inf for discarded samples, then local (best of K) or global (top alpha) selection.
+def rank_and_select(rows: list[dict], raw: torch.Tensor, config: RAFTConfig,
+                    seed: int = 0) -> tuple[list[dict], torch.Tensor]:
+    """Step 2, data ranking: r = -inf for discarded samples, then local (best of K) or global (top alpha) selection,
+    or the random-selection control (``seed`` draws its picks); with ``config.min_reward``, selected samples below
+    it are dropped (rejection sampling).
 
     Args:
         rows: the P * K samples, prompt-major; raw: their (P * K,) rewards.
@@ -192,11 +206,13 @@ def rank_and_select(rows: list[dict], raw: torch.Tensor, config: RAFTConfig) -> 
     discard = discard_mask([r["response"] for r in rows], [r["num_tokens"] for r in rows], config.min_tokens,
                            config.max_repetition)
     rewards = apply_discard(raw, discard).view(P, K)  # (P, K), prompt-major
-    if config.selection == "local":
-        best = select_local(rewards)  # (P,)
+    if config.selection in ("local", "random"):
+        best = select_local(rewards) if config.selection == "local" else select_random(rewards, seed)  # (P,)
         chosen = [i * K + int(k) for i, k in enumerate(best.tolist()) if k >= 0]
     else:
         chosen = select_global(rewards[:, 0], config.raft_batch_size).tolist()  # K = 1: flat index = prompt
+    if config.min_reward is not None:
+        chosen = [j for j in chosen if float(raw[j]) >= config.min_reward]
     return [{**rows[j], "reward": float(raw[j])} for j in chosen], discard
 
 
@@ -220,8 +236,11 @@ def raft(config: RAFTConfig, out_dir: str | Path, resume: bool = False, *, task:
     Returns:
         the metrics rows, iteration 0 (the base model) to ``config.iterations``.
     """
+    from labcore.models import format_of
+
     with torch_threads(config.runtime.threads, config.runtime.device):
-        return _raft(config, Path(out_dir), resume, task or load_task(config.task, config.eval, data),
+        task = task or load_task(config.task, config.eval, data, fmt=format_of(config.model))
+        return _raft(config, Path(out_dir), resume, task,
                      reward_fn or load_reward(config.reward, config.runtime.device), progress)
 
 
@@ -273,12 +292,13 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: Task, reward_fn: Re
         rows = collect(policy, tok, prompts, config, task, derive_seed(rt.seed, t, 1))
         # 2. ranking: r(x, y), -inf for discarded samples, then select
         raw = reward_fn([r["prompt"] for r in rows], [r["response"] for r in rows]).float().cpu()  # (P * K,)
-        selected, discard = rank_and_select(rows, raw, config)
+        selected, discard = rank_and_select(rows, raw, config, derive_seed(rt.seed, t, 3))
         write_jsonl(out / f"selected_{t}.jsonl", selected)
         # 3. fine-tuning on the kept (x, y) pairs: min_w - sum_t log pi_w(y_t | x, y_<t)
         logs = sft_epochs(learner, tok, [(r["prompt"], r["response"]) for r in selected], epochs=config.optim.epochs,
                           batch_size=config.optim.batch_size, seed=derive_seed(rt.seed, t, 2),
-                          max_length=config.max_length, add_eos=True, response_only=config.response_only,
+                          max_length=config.max_length, response_only=config.response_only,
+                          add_eos=[config.eos_on_truncated or r["finished"] for r in selected],
                           progress=progress) if selected else []
         row = {"iteration": t,
                "reward_onpolicy": mean_finite(raw.view(P, K)[:, 0].tolist()),  # sample 0 of each prompt: unbiased
@@ -307,5 +327,5 @@ def plot_raft(rows: list[dict], name: str = ""):
                         title=f"RAFT: {name}")
 
 
-__all__ = ["RAFTConfig", "select_local", "select_global", "repetition_rate", "discard_mask", "apply_discard",
+__all__ = ["RAFTConfig", "select_local", "select_random", "select_global", "repetition_rate", "discard_mask", "apply_discard",
            "prompt_indices", "new_token_limits", "collect", "rank_and_select", "raft", "plot_raft"]

@@ -4,6 +4,10 @@ Rewards are batched and deterministic, and selectable by name (``labcore score -
 
 - ``sentiment`` — VADER compound score of the response, in [-1, 1] (the role of the DistilBERT IMDB classifier of the
   RAFT and RRHF papers; VADER's lexicon ships inside the ``vadersentiment`` package, no download);
+- ``afinn`` — a second, independent sentiment lexicon (Nielsen's AFINN, package ``afinn``): the sign of the
+  response's AFINN score, so a mean is (share positive - share negative); the judge of the sentiment tasks;
+- ``arithmetic`` — 1 when the last number of the response equals the sum asked for in the prompt
+  (``"... 7 + 12 ..."``), else 0: the verifiable reward and judge of ``smol-arithmetic``;
 - ``gold`` — the tiny world's transparent rubric for dialogues (``labcore.tinyworld.gold``), used to evaluate;
 - ``length`` — a test reward: the number of words in the response (plumbing tests and reward-hacking demos);
 - a directory of a saved labcore reward model (``labcore train-rm``);
@@ -12,6 +16,7 @@ Rewards are batched and deterministic, and selectable by name (``labcore score -
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,7 +24,7 @@ import torch
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
-REWARD_NAMES = ("sentiment", "gold", "length")
+REWARD_NAMES = ("sentiment", "afinn", "arithmetic", "gold", "length")
 
 
 def sentiment_reward() -> RewardFn:
@@ -30,6 +35,42 @@ def sentiment_reward() -> RewardFn:
 
     def reward(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         return torch.tensor([analyzer.polarity_scores(r)["compound"] for r in responses], dtype=torch.float32)
+
+    return reward
+
+
+def afinn_reward() -> RewardFn:
+    """sign(AFINN score) of each response: +1 positive, -1 negative, 0 neutral (an independent sentiment judge:
+    a different lexicon and rule from VADER's, which the sentiment tasks optimise)."""
+    from afinn import Afinn
+
+    afinn = Afinn(language="en", emoticons=True)
+
+    def reward(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([float((s > 0) - (s < 0)) for s in map(afinn.score, responses)], dtype=torch.float32)
+
+    return reward
+
+
+_SUM = re.compile(r"(-?\d+)\s*(?:\+|plus|and)\s*(-?\d+)")
+_NUMBER = re.compile(r"-?\d+")
+
+
+def arithmetic_answer(prompt: str) -> int | None:
+    """The sum a prompt asks for: the last ``A + B`` (or ``A and B``, ``A plus B``) in it, or None."""
+    hits = _SUM.findall(prompt)
+    return int(hits[-1][0]) + int(hits[-1][1]) if hits else None
+
+
+def arithmetic_reward() -> RewardFn:
+    """1.0 when the last integer of the response is the sum the prompt asks for, else 0.0 (exact, verifiable)."""
+
+    def reward(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        out = []
+        for prompt, response in zip(prompts, responses, strict=True):
+            want, got = arithmetic_answer(prompt), _NUMBER.findall(response.replace(",", ""))
+            out.append(float(want is not None and bool(got) and int(got[-1]) == want))
+        return torch.tensor(out, dtype=torch.float32)
 
     return reward
 
@@ -79,9 +120,13 @@ def hf_classifier_reward(name_or_path: str, device: str = "auto", batch_size: in
 
 
 def get_reward(name_or_path: str, device: str = "auto") -> RewardFn:
-    """Resolve a reward by name (``sentiment``, ``gold``, ``length``) or path/Hub name (see the module docstring)."""
+    """Resolve a reward by name (``REWARD_NAMES``) or path/Hub name (see the module docstring)."""
     if name_or_path == "sentiment":
         return sentiment_reward()
+    if name_or_path == "afinn":
+        return afinn_reward()
+    if name_or_path == "arithmetic":
+        return arithmetic_reward()
     if name_or_path == "gold":
         return gold_reward()
     if name_or_path == "length":

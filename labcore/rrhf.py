@@ -65,7 +65,7 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from labcore.generation import cache_kwarg, token_logprobs
+from labcore.generation import cache_kwarg, end_token_id, token_logprobs
 
 IGNORE_INDEX = -100  # label value the reference code uses for "no loss here"
 SFT_REDUCTIONS = ("masked_mean", "sum", "reference")
@@ -320,7 +320,8 @@ def build_rrhf_batch(
     """Tokenise queries and their responses and collate them (see ``collate_rrhf`` for truncation and layout).
 
     The query is tokenised with the tokenizer's special tokens (e.g. a BOS), each response without them; the EOS id
-    is appended to every response, as in the reference. Padding uses ``pad_token_id``, falling back to EOS.
+    is appended to every response, as in the reference (with a chat template: its end-of-turn token,
+    ``labcore.generation.end_token_id``). Padding uses ``pad_token_id``, falling back to EOS.
 
     Args:
         tokenizer: a Hugging Face tokenizer with an ``eos_token_id``.
@@ -338,7 +339,7 @@ def build_rrhf_batch(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     query_ids = [tokenizer(q, add_special_tokens=True)["input_ids"] for q in queries]
     response_ids = [[tokenizer(y, add_special_tokens=False)["input_ids"] for y in ys] for ys in responses_list]
-    return collate_rrhf(query_ids, response_ids, max_length, pad, tokenizer.eos_token_id, rewards_list,
+    return collate_rrhf(query_ids, response_ids, max_length, pad, end_token_id(tokenizer), rewards_list,
                         min_query_tokens)
 
 
@@ -351,6 +352,13 @@ class RRHFForward(NamedTuple):
 
     token_logp: torch.Tensor
     scores: torch.Tensor
+
+
+def _backbone(model):
+    """The transformer body under the LM head (``model.transformer`` of GPT-2, ``model.model`` of Llama), through a
+    peft wrapper (whose own ``.model`` is the whole causal LM, not its body)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, base.base_model_prefix)
 
 
 def rrhf_forward(
@@ -403,7 +411,7 @@ def rrhf_forward(
     target = response_mask.reshape(B * K, T)[rows, 1:]  # (N, T-1): True where position t-1 predicts a response token
     labels = ids[:, 1:]  # (N, T-1) the single shift: logits[:, t-1] predict ids[:, t]
     if response_logits_only:
-        backbone = getattr(model, model.base_model_prefix)
+        backbone = _backbone(model)
         hidden = backbone(input_ids=ids, attention_mask=attn)[0]  # (N, T, D) last hidden state
         h = hidden[:, :-1][target]  # (M, D) only the M positions that predict response tokens
         logits = model.get_output_embeddings()(h)  # (M, V)
@@ -441,7 +449,7 @@ def _prefix_shared_token_logp(model: torch.nn.Module, batch: dict[str, torch.Ten
     q_mask = cols >= 0  # (B, Lq)
     q_ids = input_ids[torch.arange(B), first].gather(1, cols.clamp_min(0))  # (B, Lq)
     q_pos = (q_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, Lq) positions 0.. of the real tokens
-    backbone = getattr(model, model.base_model_prefix)
+    backbone = _backbone(model)
     cache_arg, cache_attr = cache_kwarg(backbone)  # "cache" in transformers 5.x, "past_key_values" before
     out = backbone(input_ids=q_ids, attention_mask=q_mask.long(), position_ids=q_pos, use_cache=True)
     h_last = out[0][:, -1]  # (B, D) predicts each query's first response token

@@ -112,7 +112,10 @@ def diverse_beam_search(model, tokenizer, prompts: Sequence[str], *, num_groups:
     """
     from labcore.generation import generate
 
-    stop = HammingDiversity(num_groups, diversity_penalty, [tokenizer.eos_token_id, tokenizer.pad_token_id])
+    from labcore.generation import end_token_id
+
+    stop = HammingDiversity(num_groups, diversity_penalty,
+                            [tokenizer.eos_token_id, tokenizer.pad_token_id, end_token_id(tokenizer)])
     repeated = [p for p in prompts for _ in range(num_groups)]  # (P * G,) groups consecutive
     rows = generate(model, tokenizer, repeated, num_samples=1, max_new_tokens=max_new_tokens, do_sample=False,
                     stop_at_turn=stop_at_turn, batch_size=batch_size * num_groups,
@@ -445,7 +448,9 @@ class RRHFData:
 def prepare(config: RRHFConfig, task: Task | None = None, reward_fn: RewardFn | None = None,
             data: str | None = None) -> RRHFData:
     """Load the task and rewards, draw the training queries, cap the dataset responses, score the held-out set."""
-    task = task or load_task(config.task, config.eval, data)
+    from labcore.models import format_of
+
+    task = task or load_task(config.task, config.eval, data, fmt=format_of(config.model))
     reward_fn = reward_fn or load_reward(config.reward, config.runtime.device)
 
     def cap(mapping: dict[str, list[str]], n: int) -> dict[str, list[str]]:

@@ -54,11 +54,12 @@ def save_final(policy, tokenizer, final_dir: str | Path, base_model: str, metric
     """Save the trained policy (adapter or full model, with the tokenizer) and a copy of the run's metrics.
 
     An adapter's ``base_model_name_or_path`` is rewritten to the name the user gave (``"tiny"``), not this
-    machine's absolute path, so the folder can be shipped.
+    machine's absolute path, so the folder can be shipped. An adapter on a model preset is saved without a copy of
+    the tokenizer (``load_model(preset, adapter=...)`` takes the preset's own; SmolLM2's would add 3.5 MB).
     """
-    from labcore.models import save_policy
+    from labcore.models import PRESETS, has_adapter, save_policy
 
-    final = save_policy(policy, tokenizer, final_dir)
+    final = save_policy(policy, None if has_adapter(policy) and base_model in PRESETS else tokenizer, final_dir)
     adapter_cfg = final / "adapter_config.json"
     if adapter_cfg.exists():
         meta = json.loads(adapter_cfg.read_text())

@@ -26,7 +26,7 @@ from labcore.generation import encode_pairs, forward_response_logprobs, max_posi
 
 
 def sft_batch(tokenizer, prompts: Sequence[str], responses: Sequence[str], *, max_length: int | None = None,
-              add_eos: bool = True) -> dict:
+              add_eos: bool | Sequence[bool] = True) -> dict:
     """Tokenise a micro-batch for :func:`response_nll` (prompt cut from the left to fit ``max_length``).
 
     Returns:
@@ -62,8 +62,8 @@ def response_nll(model, batch: dict, response_only: bool = True) -> tuple[torch.
 
 
 def sft_epochs(learner, tokenizer, pairs: Sequence[tuple[str, str]], *, epochs: int = 1, batch_size: int = 8,
-               seed: int = 0, max_length: int | None = None, add_eos: bool = True, response_only: bool = True,
-               progress: bool = True) -> list[dict[str, float]]:
+               seed: int = 0, max_length: int | None = None, add_eos: bool | Sequence[bool] = True,
+               response_only: bool = True, progress: bool = True) -> list[dict[str, float]]:
     """Train ``learner`` for ``epochs`` passes over ``pairs`` in a shuffled, seeded order.
 
     Each epoch draws a fresh permutation from ``random.Random(seed)`` (so epochs differ and a rerun with the same
@@ -78,7 +78,8 @@ def sft_epochs(learner, tokenizer, pairs: Sequence[tuple[str, str]], *, epochs: 
         batch_size: pairs per micro-batch (the Learner accumulates ``grad_accum`` of them per optimiser step).
         seed: seed of the order and of dropout.
         max_length: token budget per pair (default: the model's context); prompts are cut from the left.
-        add_eos: append EOS to each response.
+        add_eos: append the end token (EOS, or the chat template's end-of-turn token) to each response; or one flag
+            per pair (RAFT: only to samples that ended before the token limit).
         response_only: see :func:`response_nll`.
         progress: show a progress bar.
     Returns:
@@ -92,6 +93,9 @@ def sft_epochs(learner, tokenizer, pairs: Sequence[tuple[str, str]], *, epochs: 
     pairs = list(pairs)
     if not pairs:
         return []
+    eos = [bool(add_eos)] * len(pairs) if isinstance(add_eos, bool) else [bool(e) for e in add_eos]
+    if len(eos) != len(pairs):
+        raise ValueError(f"{len(eos)} add_eos flags for {len(pairs)} pairs")
     max_length = max_length or max_positions(learner.unwrapped())
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -102,9 +106,9 @@ def sft_epochs(learner, tokenizer, pairs: Sequence[tuple[str, str]], *, epochs: 
         order = list(range(len(pairs)))
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
-            chunk = [pairs[i] for i in order[start:start + batch_size]]
-            batch = sft_batch(tokenizer, [p for p, _ in chunk], [r for _, r in chunk], max_length=max_length,
-                              add_eos=add_eos)
+            idx = order[start:start + batch_size]
+            batch = sft_batch(tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx],
+                              max_length=max_length, add_eos=[eos[i] for i in idx])
             log = learner.step(batch, lambda model, b: response_nll(model, b, response_only=response_only))
             logs.append({**log, "epoch": epoch})
             bar.update(1)

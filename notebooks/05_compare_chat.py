@@ -16,7 +16,8 @@
 # * compare the base model with the aligned models (RAFT, RRHF) side by side on held-out prompts;
 # * measure what alignment costs: diversity (distinct-2) and length, next to the reward and the gold rubric;
 # * see **reward hacking** happen: optimise a reward that is easy to game (`length`) and watch gold;
-# * chat with a model, with its adapter switched on and off (`labcore.generation.stream_generate`).
+# * chat with a model, with its adapter switched on and off (`labcore.generation.stream_generate`);
+# * compare base, RAFT and RRHF on SmolLM2-135M-Instruct, a real small model, and chat with two panes in one batch.
 
 # %%
 from labcore.notebook import finish, setup
@@ -253,6 +254,134 @@ for on in (False, True):
     outs = [chat(req, use_adapter=on, seed=s, show=False) for s in range(5)]
     g = gold([format_chat(req)] * 5, outs) if dialogue else torch.zeros(5)
     print(f"adapter {'on ' if on else 'off'}: gold {float(g.mean()):+.2f}  e.g. {outs[0]!r}")
+
+# %% [markdown]
+# ## SmolLM2: the same method on a real small model
+#
+# Notebooks 03 and 04 ran RAFT and RRHF on **SmolLM2-135M-Instruct** (HuggingFaceTB, Apache-2.0), a real
+# instruction-tuned model that writes English (`load_model("smollm2-135m")`, offline). The shipped SmolLM2 adapters,
+# `data/models/smol-{raft,rrhf}-{sentiment,arithmetic}`, were made by the full presets (`labcore raft --preset
+# smol-sentiment`, `labcore rrhf --preset smol-arithmetic`, ...). All of them sit on **one** copy of the base weights
+# (peft: `load_adapter`, then `set_adapter(name)` per model; `adapter_disabled` for the base). Two held-out tasks,
+# each with its protocol (`labcore.presets.EVAL`) and the same seed for every model:
+#
+# * **sentiment**: review openings to continue; reward VADER, judge AFINN (a lexicon the reward never saw);
+# * **arithmetic**: addition problems whose pairs were never trained on, in the chat template; reward and judge are
+#   the same exact check (1 when the answer's last number is the sum), so `reward` = accuracy.
+#
+# Default mode compares the base model with every shipped adapter on the first 32 held-out prompts of each task
+# (estimated 1-2 minutes on 2 cores), then runs a small chat. Fast mode skips the comparison with a note, and the
+# chat runs on the tiny model with its dialogue adapters.
+
+# %%
+from peft import PeftModel
+
+from labcore.config import Eval
+from labcore.formats import prompt_format
+from labcore.generation import stream_batch
+from labcore.presets import EVAL
+from labcore.tasks import arithmetic_problems, load_judge
+
+pd.set_option("display.max_colwidth", 200)
+SMOL = not FAST  # fast mode: no SmolLM2 work, so CI time stays flat
+SMOL_MODEL = "smollm2-135m" if SMOL else "tiny"
+SMOL_REWARD = {"smol-sentiment": "sentiment", "smol-arithmetic": "arithmetic"}  # the presets' rewards
+
+
+def with_adapters(model, adapters):
+    """``model`` with every LoRA adapter of ``{name: directory}`` on it (one copy of the base weights): switch with
+    ``model.set_adapter(name)``, or ``adapter_disabled(model)`` for the base model."""
+    for i, (name, path) in enumerate(adapters.items()):
+        if i == 0:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+        else:
+            model.load_adapter(str(path), adapter_name=name)
+    return model.eval()
+
+
+def user_text(prompt):
+    """What the user wrote: the last user message of a chat-template prompt; a plain-text prompt as it is."""
+    if "<|im_start|>user\n" not in prompt:
+        return prompt
+    return prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+
+
+SMOL_NAMES = [f"{m}-{t}" for m in ("raft", "rrhf") for t in ("sentiment", "arithmetic")]
+if SMOL:
+    smol_expected = {name: DATA_DIR / "models" / f"smol-{name}" for name in SMOL_NAMES}
+else:  # the tiny stand-ins, for the chat demo
+    smol_expected = {name: DATA_DIR / "models" / name for name in ("raft-helpful", "rrhf-helpful")}
+smol_found = {name: path for name, path in smol_expected.items() if (path / "adapter_config.json").is_file()}
+for name, path in smol_expected.items():
+    if name not in smol_found:
+        print(f"note: no adapter at data/models/{path.name}: its column is skipped (train it: "
+              f"`labcore {name.split('-')[0]} --preset {'smol-' if SMOL else 'tiny-'}{name.split('-')[1]}`)")
+smol_base, smol_tok = load_model(SMOL_MODEL)
+smol_model = with_adapters(smol_base, smol_found)
+print(f"{SMOL_MODEL} + adapters {list(smol_found)} (one copy of the base weights)")
+
+# %%
+def smol_compare(task_name, n=32, seed=7):
+    """The base model and every adapter of the task on its first n held-out prompts: (metrics table, answers)."""
+    ev = Eval(**EVAL[task_name])
+    task = load_task(task_name, ev, fmt=prompt_format(smol_tok))
+    prompts = task.eval_prompts[:n]
+    gen = {"max_new_tokens": ev.max_new_tokens, "temperature": ev.temperature, "stop_at_turn": task.chat, "seed": seed}
+    answers = {}
+    for name in [None, *(a for a in smol_found if a.endswith(task_name.split("-")[1]))]:
+        if name is None:
+            with adapter_disabled(smol_model):
+                answers["base"] = [o["response"] for o in generate(smol_model, smol_tok, prompts, **gen)]
+        else:
+            smol_model.set_adapter(name)
+            answers[name] = [o["response"] for o in generate(smol_model, smol_tok, prompts, **gen)]
+    reward_name = SMOL_REWARD[task_name]
+    scorers = {f"reward ({reward_name})": get_reward(reward_name)}
+    if task.judge and task.judge != reward_name:
+        scorers[f"judge ({task.judge})"] = load_judge(task)
+    table = pd.DataFrame({label: {**{s: float(fn(prompts, ys).mean()) for s, fn in scorers.items()},
+                                  "distinct-2": distinct_n(ys, 2), "mean words": mean_length(ys)}
+                          for label, ys in answers.items()}).T
+    return table, pd.DataFrame({"prompt": [user_text(p) for p in prompts], **answers})
+
+
+if SMOL:
+    for task_name in SMOL_REWARD:
+        smol_table, smol_answers = smol_compare(task_name)
+        display(Markdown(f"### {task_name} ({len(smol_answers)} held-out prompts)"))
+        display(smol_table.round(3))
+        display(smol_answers.head(5))
+else:
+    print("fast mode: the SmolLM2 comparison is skipped (LABCORE_FAST=0 runs it); the chat below uses the tiny model")
+
+# %% [markdown]
+# **A two-pane chat in one pass.** `labcore.generation.stream_batch` answers one message with the base model and
+# the aligned adapters as rows of **one** batch: `adapter_names=["__base__", "raft-arithmetic", ...]` gives each row
+# its adapter (peft's mixed-adapter batches), so every new token of every pane costs one forward pass over the shared
+# base weights. Greedy decoding (`temperature=0`): each row is what that model alone would say. In default mode the
+# message is a held-out problem (its pair was never trained on); fast mode asks the tiny model a tiny-world request.
+
+# %%
+if SMOL:
+    chat_adapters = [name for name in ("raft-arithmetic", "rrhf-arithmetic") if name in smol_found]
+    smol_message = arithmetic_problems("test")[0][2]
+else:
+    chat_adapters = list(smol_found)
+    smol_message = "how do I keep my houseplants alive?"
+smol_prompt = prompt_format(smol_tok).prompt(smol_message)
+labels = ["base", *chat_adapters]
+display(Markdown(f"**user:** {smol_message}"))
+handle = display(Markdown("..."), display_id=True)
+t = time.perf_counter()
+panes = []
+for panes in stream_batch(smol_model, smol_tok, [smol_prompt] * len(labels),
+                          adapter_names=["__base__", *chat_adapters] if smol_found else None,
+                          max_new_tokens=48, temperature=0):
+    handle.update(Markdown("\n\n".join(f"**{label}:** {s.text}" for label, s in zip(labels, panes))))
+print(f"{len(labels)} replies, one forward pass per token, in {time.perf_counter() - t:.1f} s")
+if SMOL:
+    correct = get_reward("arithmetic")([smol_prompt] * len(panes), [s.text for s in panes]).tolist()
+    print("right sum:", dict(zip(labels, map(bool, correct))))
 
 # %% [markdown]
 # ## Scale up: GPT-2 / Pythia on one GPU

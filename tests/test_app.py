@@ -127,7 +127,7 @@ def test_discovery_and_loading(world, hub):
     status = hub.status_markdown(hub.missing)
     assert "rrhf-sentiment" in status and "llama-adapter` failed" in status
     assert domain_of("raft-helpful") == ("dialogues",) and domain_of("rrhf-sentiment") == ("reviews",)
-    assert domain_of("my-adapter") == ("dialogues", "reviews")
+    assert domain_of("my-adapter") == ("dialogues", "reviews", "arithmetic")
     # One copy of the base weights: three adapters on one peft model.
     model, _ = hub.get()
     assert sorted(model.peft_config) == ["raft_helpful", "raft_sentiment", "rrhf_helpful"]

@@ -398,3 +398,21 @@ def test_config_defaults_and_validation():
                 {"optim.scheduler": "linear"}):
         with pytest.raises(ValueError):
             build(RRHFConfig, fast=False, overrides=bad)
+
+
+def test_shortcuts_see_through_a_peft_wrapper(tiny_lm):
+    """With LoRA on top (every SmolLM2 run), the response-logits and shared-prefix shortcuts must call the body of
+    the model under the peft wrapper, for every architecture (a Llama's peft ``.model`` is the whole causal LM)."""
+    from labcore.models import add_lora
+
+    model, tok = tiny_lm
+    peft_model = add_lora(model, r=2, target_modules=None)
+    queries = ["\n\nHuman: How do I water a tomato plant?\n\nAssistant:", "\n\nHuman: Recommend a film?\n\nAssistant:"]
+    responses = [[" Water it deeply.", " No."], [" A delight.", " Dull."]]
+    batch = build_rrhf_batch(tok, queries, responses, max_length=64, rewards_list=[[1.0, 0.0], [2.0, -1.0]])
+    with torch.no_grad():
+        fast = rrhf_forward(peft_model, batch, response_logits_only=True)
+        full = rrhf_forward(peft_model, batch, response_logits_only=False)
+        shared = rrhf_forward(peft_model, batch, share_query_prefix=True)
+    assert_close(fast.token_logp, full.token_logp, atol=1e-5, rtol=1e-5)
+    assert_close(shared.token_logp, full.token_logp, atol=1e-5, rtol=1e-5)

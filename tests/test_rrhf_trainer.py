@@ -119,7 +119,7 @@ def _cfg(model_dir, overrides: dict | None = None) -> RRHFConfig:
 def experiment(tiny_model_dir):
     """Task, reward and held-out records of the fast tiny-sentiment preset (labcore.rrhf_trainer.prepare)."""
     data = prepare(_cfg(tiny_model_dir))
-    assert data.judge_fn is None and not data.task.chat  # review continuations: no gold rubric, no dialogue turn
+    assert data.judge_fn is not None and not data.task.chat  # review continuations: AFINN judges, no dialogue turn
     return data
 
 

@@ -1,17 +1,17 @@
 """The "Chat" tab: the unaligned base model and an aligned policy answer the same message side by side.
 
-Both panes stream from ONE base model in memory (``labcore.app.models.ModelHub``): the left pane runs with the
-adapter disabled, the right one with the chosen RAFT (arXiv 2304.06767) or RRHF (arXiv 2304.05302) LoRA adapter.
-``labcore.generation.stream_generate`` yields one token per step; this module advances the two streams in turn,
-one step each, and every step takes the hub's lock and switches the adapter inside it, so several users' streams
-interleave safely too.
+Both panes stream from ONE base model in memory (``labcore.app.models.ModelHub``) in ONE forward pass per token:
+``labcore.generation.stream_batch`` decodes the two dialogues as two rows of a batch, the left row with the adapter
+off (peft's ``"__base__"``), the right one with the chosen RAFT (arXiv 2304.06767) or RRHF (arXiv 2304.05302)
+LoRA adapter (peft's mixed-adapter batches, ``adapter_names`` per row). Every step takes the hub's lock, so several
+users' streams interleave safely; ``benchmarks/chat_batch.py`` measures tokens/s against one pass per pane.
 
 Cancellation: each running answer owns a ``threading.Event``. It is set when the user presses *Stop* (the stop
 handler, and Gradio closing the cancelled generator), when the user leaves the page (``Blocks.unload``), and when
-the generator is closed for any other reason (``finally``); ``stream_generate`` checks it before every token.
+the generator is closed for any other reason (``finally``); ``stream_batch`` checks it before every token.
 
 Histories are Gradio "messages" lists ({"role", "content"}); the prompt of each pane is its own dialogue so far,
-formatted by ``labcore.models.format_chat`` (list of (user, assistant) pairs + the new message).
+written by the model's prompt format (``labcore.formats.prompt_format``: SmolLM2's chat template, or the HH format).
 """
 from __future__ import annotations
 
@@ -88,11 +88,12 @@ class ChatHandlers:
         return [(f"{method_of(n)} · {n}", n) for n in names]
 
     def default_adapter(self) -> str:
-        """The dialogue adapter if there is one (chat is a dialogue), else the first adapter."""
+        """An adapter trained on chat prompts if there is one (helpful, then arithmetic), else the first adapter."""
         names = self.hub.adapter_names
-        for n in names:
-            if "helpful" in n:
-                return n
+        for word in ("helpful", "arithmetic"):
+            for n in names:
+                if word in n:
+                    return n
         return names[0] if names else NO_ADAPTER
 
     # -- cancellation ------------------------------------------------------------------------------------------------
@@ -189,15 +190,12 @@ class ChatHandlers:
 
     def _answer(self, text: str, hb: Messages, ha: Messages, adapter: str | None, temperature: float, top_p: float,
                 max_new_tokens: int, request: Any) -> Iterator[tuple[str, Messages, Messages, str]]:
-        from labcore.generation import stream_generate
-        from labcore.formats import format_chat
+        from labcore.formats import prompt_format
 
         notes = []
         if len(text) > self.max_input_chars:
             text = text[: self.max_input_chars]
             notes.append(f"Your message was cut to its first {self.max_input_chars} characters.")
-        prompt_b = format_chat(history_pairs(hb) + [text])
-        prompt_a = format_chat(history_pairs(ha) + [text])
         hb = hb + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         ha = ha + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         try:
@@ -206,6 +204,11 @@ class ChatHandlers:
             hb[-1]["content"] = ha[-1]["content"] = f"(model unavailable: {err})"
             yield "", hb, ha, str(err)
             return
+        from labcore.generation import stream_batch  # after the model: transformers' lazy imports are not thread-safe
+
+        fmt = prompt_format(tok)
+        prompt_b = fmt.prompt(history_pairs(hb[:-2]) + [text])
+        prompt_a = fmt.prompt(history_pairs(ha[:-2]) + [text])
         aligned = adapter if adapter in self.hub.adapter_names else None
         if aligned is None:
             ha[-1]["content"] = ("(no aligned adapter available: train one with `labcore raft` or `labcore rrhf`; "
@@ -224,31 +227,27 @@ class ChatHandlers:
 
         session = self._session(request)
         stop_event = self._register(session)
-        kw = dict(max_new_tokens=max_new, temperature=float(temperature), top_p=float(top_p), stop_event=stop_event)
-        streams: list[tuple[Messages, Iterator]] = [
-            (hb, stream_generate(model, tok, prompt_b, use_adapter=False, lock=self.hub.step_lock(None), **kw))]
+        # one batch: row 0 the base model (adapter off), row 1 the aligned adapter, one forward pass per token
+        panes, prompts = [hb], [prompt_b]
         if aligned is not None:
-            streams.append((ha, stream_generate(model, tok, prompt_a, use_adapter=True,
-                                                lock=self.hub.step_lock(aligned), **kw)))
+            panes.append(ha)
+            prompts.append(prompt_a)
+        names = [self.hub.peft_key(None)] + ([self.hub.peft_key(aligned)] if aligned is not None else []) \
+            if self.hub.has_adapters else None
+        stream = stream_batch(model, tok, prompts, adapter_names=names, max_new_tokens=max_new,
+                              temperature=float(temperature), top_p=float(top_p), stop_event=stop_event,
+                              lock=self.hub.step_lock(None))
         try:
             yield "", hb, ha, notice
-            live = list(streams)
-            while live:
-                for item in list(live):  # one decoding step of each pane, in turn
-                    history, stream = item
-                    try:
-                        state = next(stream)
-                    except StopIteration:
-                        live.remove(item)
-                        continue
+            for states in stream:
+                for history, state in zip(panes, states):
                     history[-1]["content"] = state.text
                 yield "", hb, ha, notice
             if stop_event.is_set():
                 yield "", hb, ha, (notice + " Stopped.").strip()
-        finally:  # stop, leave, cancel or done: the streams must not run on
+        finally:  # stop, leave, cancel or done: the stream must not run on
             self._unregister(session, stop_event)
-            for _, stream in streams:
-                stream.close()
+            stream.close()
 
 
 def _notify(kind: str, text: str) -> None:

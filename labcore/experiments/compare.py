@@ -1,10 +1,12 @@
-"""``labcore compare``: base, SFT on the best response, RAFT, RRHF-BP and RRHF-IP-2 on the tiny tasks, evaluated alike.
+"""``labcore compare``: base, SFT on the best response, RAFT, RAFT-random, RRHF-BP and RRHF-IP-2, evaluated alike.
 
 Per task: one BP collection by the base model (``data_1.jsonl``) feeds SFT-best and RRHF-BP; RRHF-IP-2 is RRHF-BP's
 policy trained one more round on responses collected by itself (so IP-1 = BP); RAFT is the shipped adapter in
-``data/models/raft-*`` when present, else trained here with ``labcore raft``'s preset. Every arm is evaluated with the
-task's protocol (``labcore.presets.EVAL``: same prompts, seed, sampling) plus the ranking accuracy of p_i.
-Also the base-vs-RAFT table of RAFT runs (``labcore raft-table``).
+``data/models/`` when present, else trained here with ``labcore raft``'s preset. On the SmolLM2 tasks two controls say
+whether the method did it: SFT-best (SFT on the best of RRHF's responses) and RAFT-random (RAFT's preset with
+``selection=random``: the same samples and discard rule, one kept per prompt at random instead of by reward).
+Every arm is evaluated with the task's protocol (``labcore.presets.EVAL``: same prompts, seed, sampling) plus the
+ranking accuracy of p_i. Also the base-vs-RAFT table of RAFT runs (``labcore raft-table``).
 """
 from __future__ import annotations
 
@@ -23,10 +25,16 @@ from labcore.presets import build
 from labcore.runs import fmt, markdown_table
 from labcore.utils import torch_threads
 
-COMPARE_TASKS = ("tiny-sentiment", "tiny-helpful")
+TINY_TASKS = ("tiny-sentiment", "tiny-helpful")
+SMOL_TASKS = ("smol-sentiment", "smol-arithmetic")
+COMPARE_TASKS = TINY_TASKS + SMOL_TASKS
 SHIPPED_RAFT = {"tiny-sentiment": DATA_DIR / "models" / "raft-sentiment",
-                "tiny-helpful": DATA_DIR / "models" / "raft-helpful"}
-ARMS = ("base", "SFT-best", "RAFT", "RRHF-BP", "RRHF-IP-2")
+                "tiny-helpful": DATA_DIR / "models" / "raft-helpful",
+                "smol-sentiment": DATA_DIR / "models" / "smol-raft-sentiment",
+                "smol-arithmetic": DATA_DIR / "models" / "smol-raft-arithmetic"}
+ARMS = ("base", "SFT-best", "RAFT", "RAFT-random", "RRHF-BP", "RRHF-IP-2")
+CONTROLS = {"RAFT-random": SMOL_TASKS}
+"""Control arms and the tasks they run on (the tiny tables stay as shipped)."""
 
 
 def _eval_policy(model_name: str, adapter: str | Path | None, cfg: RRHFConfig, data) -> dict:
@@ -59,10 +67,10 @@ def sft_best(cfg: RRHFConfig, records: list[dict], out: Path, data) -> dict:
     return evaluate_rrhf(policy, tok, cfg, data.task, data.reward_fn, data.judge_fn, data.heldout)
 
 
-def _train_raft(task: str, out: Path, fast: bool | None) -> Path:
+def _train_raft(task: str, out: Path, fast: bool | None, overrides: Sequence[str] = ()) -> Path:
     from labcore.raft import raft
 
-    raft(build(RAFTConfig, task, fast=fast), out, progress=False)
+    raft(build(RAFTConfig, task, fast=fast, overrides=list(overrides)), out, progress=False)
     return out / "final"
 
 
@@ -90,6 +98,12 @@ def compare(out_dir: str | Path = "runs/compare", tasks: Sequence[str] = COMPARE
             else:
                 arms.append(("RAFT", f"trained here: labcore raft --preset {task}",
                              lambda: _eval_policy(base, _train_raft(task, out / f"raft-{task}", fast), cfg, data)))
+            if task in CONTROLS["RAFT-random"]:
+                # reward-blind: random selection, and no min_reward filter (which would let the reward back in)
+                control = ("selection=random", "min_reward=none")
+                arms.append(("RAFT-random", f"trained here: labcore raft --preset {task} --set {' '.join(control)}",
+                             lambda: _eval_policy(base, _train_raft(task, out / f"raft-random-{task}", fast, control),
+                                                  cfg, data)))
             rrhf_out = out / f"rrhf-{task}"
             collected: dict[str, list[dict]] = {}
 
@@ -127,25 +141,34 @@ def compare(out_dir: str | Path = "runs/compare", tasks: Sequence[str] = COMPARE
 def compare_table(rows: Sequence[dict]) -> str:
     """Markdown table of :func:`compare` rows."""
     return markdown_table(
-        ["task", "arm", "eval reward", "gold", "perplexity", "distinct-2", "mean length", "rank acc", "seconds"],
+        ["task", "arm", "eval reward", "judge", "perplexity", "distinct-2", "mean length", "rank acc", "seconds"],
         [[r["task"], r["arm"], fmt(r.get("eval_reward")), fmt(r.get("gold")), fmt(r.get("ppl"), 2),
           fmt(r.get("distinct_2")), fmt(r.get("mean_length"), 1), fmt(r.get("rank_acc")), f"{r['seconds']:.0f}"]
          for r in rows])
 
 
-def write_report(rows: Sequence[dict], report: str | Path, minutes: float, threads: int) -> Path:
+JUDGES = {"tiny-sentiment": "AFINN sign (share positive - share negative)", "tiny-helpful": "gold rubric",
+          "smol-sentiment": "AFINN sign (share positive - share negative)",
+          "smol-arithmetic": "exact sum (share of held-out problems answered right)"}
+
+
+def write_report(rows: Sequence[dict], report: str | Path, minutes: float, threads: int,
+                 tasks: Sequence[str] = TINY_TASKS) -> Path:
     """docs/results/comparison.md (with the table between compare-table markers) and its .json beside it."""
     report = Path(report)
     report.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "labcore compare" + (f" --threads {threads}" if threads else "") + \
-        ("  # LABCORE_FAST=1: tiny sizes" if fast_mode() else "")
+    cmd = "labcore compare" + (f" --tasks {' '.join(tasks)}" if tuple(tasks) != TINY_TASKS else "") + \
+        (f" --out {report}" if report.name != "comparison.md" else "") + \
+        (f" --threads {threads}" if threads else "") + ("  # LABCORE_FAST=1: tiny sizes" if fast_mode() else "")
+    judges = "; ".join(f"{t}: {JUDGES[t]}" for t in tasks if t in JUDGES)
+    world = "SmolLM2-135M-Instruct" if all(t.startswith("smol") for t in tasks) else "the tiny world"
     how = "\n".join(f"* **{r['task']} / {r['arm']}**: {r['how']}" for r in rows)
     report.write_text(
-        f"# RRHF vs baselines in the tiny world\n\nMade by `{cmd}` in {minutes:.1f} minutes on "
+        f"# RAFT, RRHF and baselines on {world}\n\nMade by `{cmd}` in {minutes:.1f} minutes on "
         f"{threads or torch.get_num_threads()} torch thread(s). Evaluation of every arm: the task's held-out prompts, "
         f"sampling settings and seed (`labcore.evaluation.evaluate`, protocol `labcore.presets.EVAL`), perplexity of "
-        f"held-out reference responses, and `rank acc` = the share of held-out response pairs that p_i (Eq. 1) orders "
-        f"as the reward does.\n\n<!-- compare-table:begin -->\n{compare_table(rows)}\n<!-- compare-table:end -->\n\n"
+        f"held-out reference responses, `judge` = the independent judge of the evaluation samples ({judges}), and "
+        f"`rank acc` = the share of held-out response pairs that p_i (Eq. 1) orders as the reward does.\n\n<!-- compare-table:begin -->\n{compare_table(rows)}\n<!-- compare-table:end -->\n\n"
         f"## What each arm is\n\n{how}\n", encoding="utf-8")
     report.with_suffix(".json").write_text(json.dumps(list(rows), indent=1), encoding="utf-8")
     return report
@@ -174,4 +197,4 @@ def raft_table(runs: dict[str, str | Path] | None = None) -> str:
     return markdown_table(["preset", "model", "eval reward", "perplexity", "distinct-2", "mean length", "gold"], table)
 
 
-__all__ = ["COMPARE_TASKS", "ARMS", "compare", "compare_table", "write_report", "sft_best", "raft_table"]
+__all__ = ["COMPARE_TASKS", "TINY_TASKS", "SMOL_TASKS", "CONTROLS", "JUDGES", "ARMS", "compare", "compare_table", "write_report", "sft_best", "raft_table"]

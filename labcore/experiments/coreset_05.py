@@ -24,8 +24,10 @@ Deliberate deviations / choices the paper leaves open (all documented in docs/co
     S * B / n epochs; the full arm sees S * B examples (a fraction of an epoch when S * B < n: then it is capped,
     and results.json says so). The paper trains every arm "to convergence"; on 2 shared CPU cores a fixed,
     equal step budget is the affordable proxy, and the training losses in results.json show where each arm got.
-  * Prompt format: the base model was pretrained on "\\n\\nHuman: ...\\n\\nAssistant: ..." dialogues, so the
-    instruction is the Human turn (``format_chat``) and " " + output the Assistant turn (+ EOS).
+  * Prompt format: the model's own (``labcore.formats.prompt_format``): the tiny model was pretrained on
+    "\\n\\nHuman: ...\\n\\nAssistant: ..." dialogues, so the instruction is the Human turn and " " + output the
+    Assistant turn (+ EOS); SmolLM2 gets its chat template (the instruction as the user message, the output as the
+    assistant message + its end-of-turn token).
   * Full fine-tuning by default: on the 2.5M-parameter tiny model it learns faster than LoRA at the same step
     budget (``lora.use=true`` switches; see docs/coreset.md for the pilot numbers).
   * Every arm is repeated for every seed in ``seeds``: the seed picks the random / stratified sample AND the
@@ -120,16 +122,20 @@ def exact_match(prediction: str, gold: str) -> bool:
     return normalise_answer(prediction) == normalise_answer(gold)
 
 
-def prompt_of(record: dict[str, Any]) -> str:
-    """The training / evaluation prompt of an instruction example: its instruction as the Human turn."""
-    from labcore.formats import format_chat
+def prompt_of(record: dict[str, Any], fmt=None) -> str:
+    """The training / evaluation prompt of an instruction example: its instruction as the user turn, in the model's
+    prompt format ``fmt`` (default: the HH format)."""
+    from labcore.formats import HH_FORMAT
 
-    return format_chat(record["instruction"])
+    return (fmt or HH_FORMAT).prompt(record["instruction"])
 
 
-def response_of(record: dict[str, Any]) -> str:
-    """The training target: " " + output (the Assistant turn; EOS is appended by the SFT batcher)."""
-    return " " + record["output"]
+def response_of(record: dict[str, Any], fmt=None) -> str:
+    """The training target: the output as the assistant turn (" " + output in the HH format; the end token is
+    appended by the SFT batcher)."""
+    from labcore.formats import HH_FORMAT
+
+    return (fmt or HH_FORMAT).response(record["output"])
 
 
 def eval_examples(test_records: Sequence[dict[str, Any]], per_source: int, seed: int) -> list[dict[str, Any]]:
@@ -184,9 +190,11 @@ def evaluate(model, tokenizer, examples: Sequence[dict[str, Any]], max_new_token
         {"accuracy": {source: acc}, "n": {source: count}, "macro": mean of the per-source accuracies,
          "micro": accuracy over all examples, "predictions": [{id, source, output, prediction, correct}]}.
     """
+    from labcore.formats import prompt_format
     from labcore.generation import generate
 
-    rows = generate(model, tokenizer, [prompt_of(r) for r in examples], max_new_tokens=max_new_tokens,
+    fmt = prompt_format(tokenizer)
+    rows = generate(model, tokenizer, [prompt_of(r, fmt) for r in examples], max_new_tokens=max_new_tokens,
                     do_sample=False, stop_at_turn=True, batch_size=batch_size, progress=progress)
     preds = []
     for r, row in zip(examples, rows, strict=True):
@@ -246,13 +254,15 @@ def train_arm(config: CoresetExperimentConfig, records: Sequence[dict[str, Any]]
         (tuned model, tokenizer, info: n_train, steps, examples_seen, epochs, train_time_s, loss_first/last
         (mean of the first / last 10 steps)).
     """
+    from labcore.formats import prompt_format
     from labcore.sft import sft_epochs
     from labcore.training import Learner, mixed_precision
 
     model, tok = load_base(config)
+    fmt = prompt_format(tok)
     learner = Learner(model, config.optim, total_steps=config.steps, mixed_precision=mixed_precision(config.runtime),
                       cpu=resolve_device(config.runtime.device).type == "cpu", seed=seed)
-    pairs = [(prompt_of(r), response_of(r)) for r in records]
+    pairs = [(prompt_of(r, fmt), response_of(r, fmt)) for r in records]
     stream = training_stream(len(pairs), config.steps, config.optim.batch_size, seed)  # (S * B,)
     t0 = time.perf_counter()
     # one pass over the stream = exactly S micro-batches of B = S optimiser steps (grad_accum 1)
