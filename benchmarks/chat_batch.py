@@ -50,11 +50,10 @@ def load(model_name: str, device: str):
 
         return PeftModel.from_pretrained(model, str(shipped), adapter_name="aligned").eval(), tok, str(shipped)
     torch.manual_seed(0)
-    model = add_lora(model, r=8)
+    model = add_lora(model, r=8)  # peft names it "default"
     for name, p in model.named_parameters():
         if "lora_B" in name:
             p.data.normal_(0, 0.02)
-    model.base_model.model.peft_config = model.peft_config
     return model.eval(), tok, "a fresh LoRA r=8 (random B)"
 
 
@@ -101,7 +100,7 @@ def main() -> None:
     model, tok, source = load(a.model, a.device)
     fmt = prompt_format(tok)
     prompts = [fmt.prompt(m) for m in MESSAGES]
-    names = ["__base__", "aligned"]
+    names = ["__base__", "aligned" if "aligned" in model.peft_config else "default"]
     print(f"model {a.model} ({fmt.name} prompts), adapter: {source}; {a.max_new_tokens} new tokens per pane, "
           f"temperature {a.temperature}, torch threads {torch.get_num_threads()}")
     rates = {"batched": [], "per_pane": []}

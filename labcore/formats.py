@@ -73,9 +73,6 @@ def split_transcript(transcript: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------------------------------------
 # One prompt format per tokenizer
 # ----------------------------------------------------------------------------------------------------------------
-Turns = "str | Sequence[tuple[str, str] | str] | Sequence[dict]"
-
-
 def to_messages(turns: Any) -> list[dict[str, str]]:
     """A dialogue as TRL conversational messages: a user message, ``[(user, assistant), ..., user]`` or messages.
 
@@ -155,7 +152,7 @@ def _end_of_turn(tokenizer) -> str | None:
 def prompt_format(tokenizer) -> PromptFormat:
     """The prompt format of a tokenizer: its chat template when it has one, else the HH text format."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        return PromptFormat(template=False)
+        return HH_FORMAT
     cached = getattr(tokenizer, "_labcore_prompt_format", None)
     if cached is None:
         cached = PromptFormat(template=True, end_of_turn=_end_of_turn(tokenizer), tokenizer=tokenizer)

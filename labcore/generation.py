@@ -253,6 +253,7 @@ def stream_generate(
     arg, attr = cache_kwarg(model)
     input_ids = torch.tensor([ids], device=device)
     stop_ids = {tokenizer.eos_token_id, *((turn_marker_ids(tokenizer) or []) if stop_at_turn else [])}
+    cut_tags = stop_at_turn and not prompt_format(tokenizer).template  # HH speaker tags (a template's end is a token)
     cache = None
     new: list[int] = []
     state = StreamState()
@@ -270,7 +271,7 @@ def stream_generate(
             break
         new.append(next_id)
         text = tokenizer.decode(new, skip_special_tokens=True)
-        if stop_at_turn and not prompt_format(tokenizer).template:  # HH speaker tags (a template's end is a token)
+        if cut_tags:
             text, ended = cut_turn(text)
             if ended:
                 state.text, state.finished = text, True
@@ -334,6 +335,7 @@ def stream_batch(
     attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)  # (B, T)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, T)
     stop_ids = {tokenizer.eos_token_id, *((turn_marker_ids(tokenizer) or []) if stop_at_turn else [])}
+    cut_tags = stop_at_turn and not prompt_format(tokenizer).template  # HH speaker tags (a template's end is a token)
     extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
     arg, attr = cache_kwarg(model)
     cache = None
@@ -361,7 +363,7 @@ def stream_batch(
                 continue
             new[row].append(next_id)
             text = tokenizer.decode(new[row], skip_special_tokens=True)
-            if stop_at_turn and not prompt_format(tokenizer).template:
+            if cut_tags:
                 text, ended = cut_turn(text)
                 state.finished = ended
             state.text, state.num_tokens = text, len(new[row])
