@@ -366,6 +366,8 @@ class CoresetExperimentArgs:
     preset: str | None = _opt(None, "tiny (the defaults) or smollm2 (SmolLM2-135M + LoRA, a smaller step budget)")
     set: list[str] = _opt([], SET_HELP + " (e.g. --set task=safety seeds=0,1 lora.use=true)", metavar="FIELD=VALUE",
                           action="extend")
+    restart: bool = _opt(False, "overwrite the runs already in --out (default: keep them and run only the missing "
+                                "ones; other settings there are an error)")
     no_progress: bool = _opt(False, "no progress bars")
 
 
@@ -375,7 +377,7 @@ def run_coreset_experiment(a: CoresetExperimentArgs) -> dict:
     from labcore.presets import build
 
     config = build(CoresetExperimentConfig, a.preset, overrides=a.set)
-    results = run_experiment(config, a.out, progress=not a.no_progress)
+    results = run_experiment(config, a.out, progress=not a.no_progress, resume=not a.restart)
     print(results_markdown(results))
     print(f"wrote {Path(a.out) / 'results.json'} and {Path(a.out) / 'results.md'}", file=sys.stderr)
     return results

@@ -2,6 +2,7 @@
 run on a random model and a synthetic instruction set (no encoder: embeddings are injected)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -216,6 +217,42 @@ def test_fast_run_writes_every_arm_and_source(tmp_path, tiny_model_dir):
     assert res["runs"][0]["arm"] == "base"
     md = (tmp_path / "results.md").read_text()
     assert "| coreset |" in md and "| full |" in md and "Covering radius" in md
+
+
+def test_rerun_resumes_adds_seeds_and_refuses_other_settings(tmp_path, tiny_model_dir, monkeypatch):
+    import labcore.experiments.coreset_05 as exp
+
+    records = _synthetic_instructions()
+    emb = _clustered(sum(r["split"] == "train" for r in records), d=16, centres=3, seed=1)
+    cfg = CoresetExperimentConfig(task="mood", budget=0.1, n_clusters=3, model=str(tiny_model_dir), seeds=(0,),
+                                  arms=("coreset", "random"), steps=2,
+                                  optim=Optim(lr=1e-3, scheduler="constant", warmup_ratio=0.0, batch_size=4),
+                                  eval_per_source=3, max_new_tokens=3, runtime=Runtime(device="cpu", threads=1),
+                                  cache=False)
+    first = run_experiment(cfg, tmp_path, records=records, embeddings=emb, progress=False)
+    assert [(r["arm"], r["seed"]) for r in first["runs"]] == [("base", 0), ("coreset", 0), ("random", 0)]
+
+    trained = []
+    real_train_arm = exp.train_arm
+    monkeypatch.setattr(exp, "train_arm", lambda c, recs, seed, **kw: trained.append(seed) or real_train_arm(
+        c, recs, seed, **kw))
+    more = dataclasses.replace(cfg, seeds=(0, 1))
+    second = run_experiment(more, tmp_path, records=records, embeddings=emb, progress=False)
+    assert trained == [1, 1]  # only the new seed's two arms trained; base and seed 0 were kept
+    assert [(r["arm"], r["seed"]) for r in second["runs"]] == [("base", 0), ("coreset", 0), ("random", 0),
+                                                               ("coreset", 1), ("random", 1)]
+    assert second["runs"][1] == first["runs"][1] and second["arms"]["random"]["seeds"] == [0, 1]
+    import gzip
+
+    with gzip.open(tmp_path / "predictions.jsonl.gz", "rt") as f:
+        assert len([json.loads(line) for line in f]) == 5 * 6  # 2 sources x 3, the kept runs' answers too
+
+    with pytest.raises(ValueError, match=r"other settings \(steps\).*--restart"):
+        run_experiment(dataclasses.replace(cfg, steps=3), tmp_path, records=records, embeddings=emb,
+                       progress=False)
+    trained.clear()
+    run_experiment(cfg, tmp_path, records=records, embeddings=emb, progress=False, resume=False)
+    assert trained == [0, 0]  # restart: retrained
 
 
 def test_majority_baseline_by_hand():

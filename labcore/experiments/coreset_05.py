@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -340,10 +341,12 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def run_experiment(config: CoresetExperimentConfig, out_dir: str | Path, *, records: Sequence[dict[str, Any]] | None = None,
-                   embeddings: np.ndarray | None = None, progress: bool = True) -> dict[str, Any]:
+                   embeddings: np.ndarray | None = None, progress: bool = True, resume: bool = True) -> dict[str, Any]:
     """Run every arm for every seed plus the untuned base model; write results.json and results.md.
 
-    Results are rewritten after every run, so an interrupted experiment leaves the runs finished so far.
+    Results are rewritten after every run, so an interrupted experiment leaves the runs finished so far, and a
+    rerun into the same folder resumes: runs already in its results.json (same settings; ``seeds`` may differ, so
+    seeds can be added later) are kept, not repeated. Other settings in that folder raise an error, never overwrite.
 
     Args:
         config: the settings.
@@ -353,16 +356,52 @@ def run_experiment(config: CoresetExperimentConfig, out_dir: str | Path, *, reco
         embeddings: (N_train, d) L2-normalised embeddings of the train records in order (default: embed them
             with ``config.encoder``).
         progress: progress bars.
+        resume: keep the finished runs of an earlier call with the same settings in ``out_dir`` (False: start
+            over and overwrite them).
     Returns:
         The results dict written to results.json.
     """
     from tqdm.auto import tqdm
 
+    out = Path(out_dir)
+    done = finished_runs(config, out) if resume else None
     with torch_threads(config.runtime.threads, config.runtime.device):
-        return _run(config, Path(out_dir), records, embeddings, progress, tqdm)
+        return _run(config, out, records, embeddings, progress, tqdm, done)
 
 
-def _run(config: CoresetExperimentConfig, out: Path, records, embeddings, progress: bool, tqdm) -> dict[str, Any]:
+def _settings(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide a run's result: the config without ``seeds`` (which only lists the runs) and
+    without ``runtime.threads`` (speed only)."""
+    d = {k: v for k, v in config_dict.items() if k != "seeds"}
+    d["runtime"] = {k: v for k, v in d.get("runtime", {}).items() if k != "threads"}
+    return d
+
+
+def finished_runs(config: CoresetExperimentConfig, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The earlier results in ``out`` to resume from: (results dict, predictions), or None if there are none.
+
+    Raises:
+        ValueError: ``out`` holds results of other settings (one line naming the differing fields).
+    """
+    path = out / "results.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text(encoding="utf-8"))
+    new = _settings(json.loads(json.dumps(asdict(config))))
+    prev = _settings(old.get("config", {}))
+    if prev != new:
+        diff = sorted(k for k in set(new) | set(prev) if new.get(k) != prev.get(k))
+        raise ValueError(f"{path} holds an experiment with other settings ({', '.join(diff)}): pass another "
+                         "--out, or --restart to overwrite it")
+    from labcore.datasets import read_jsonl
+
+    preds_path = out / "predictions.jsonl.gz"
+    preds = list(read_jsonl(preds_path)) if preds_path.is_file() else []
+    return old, preds
+
+
+def _run(config: CoresetExperimentConfig, out: Path, records, embeddings, progress: bool, tqdm,
+         done: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     records = list(records) if records is not None else load_instruction_set(config.data)
     train = [r for r in records if r["split"] == "train"]
@@ -401,16 +440,31 @@ def _run(config: CoresetExperimentConfig, out: Path, records, embeddings, progre
 
     predictions: list[dict[str, Any]] = []
 
+    # The floor: the base model without tuning.
+    jobs = [("base", config.seeds[0])] + [(arm, s) for s in config.seeds for arm in config.arms]
+    earlier_s = 0.0
+    if done is not None:  # resume: keep the earlier runs that this call would repeat
+        old, old_preds = done
+        keep = {(r["arm"], r["seed"]) for r in old["runs"]} & set(jobs)
+        results["runs"] = [r for r in old["runs"] if (r["arm"], r["seed"]) in keep]
+        predictions = [p for p in old_preds if (p["arm"], p["seed"]) in keep]
+        if "base" in old and ("base", config.seeds[0]) in keep:
+            results["base"] = old["base"]
+        earlier_s = float(old.get("wall_clock_s", 0.0))
+        jobs = [j for j in jobs if j not in keep]
+        if keep:
+            print(f"resuming {out}: {len(keep)} runs kept, {len(jobs)} to go", file=sys.stderr)
+
     def save() -> None:
+        order = {arm: i for i, arm in enumerate(("base",) + config.arms)}
+        results["runs"].sort(key=lambda r: (r["arm"] != "base", r["seed"], order.get(r["arm"], -1)))
         results["arms"] = aggregate([r for r in results["runs"] if r["arm"] != "base"])
-        results["wall_clock_s"] = time.perf_counter() - t_start
+        results["wall_clock_s"] = earlier_s + time.perf_counter() - t_start  # summed over resumed calls
         write_results(results, out)
         from labcore.datasets import write_jsonl
 
         write_jsonl(out / "predictions.jsonl.gz", predictions)  # every greedy answer of every run
 
-    # The floor: the base model without tuning.
-    jobs = [("base", config.seeds[0])] + [(arm, s) for s in config.seeds for arm in config.arms]
     bar = tqdm(jobs, desc="arms", disable=not progress)
     for arm, seed in bar:
         bar.set_postfix(arm=arm, seed=seed)
