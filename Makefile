@@ -5,7 +5,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: app test lab install browser clean-venv
+.PHONY: app test lab install browser clean-venv notebooks-html
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ browser:
 
 lab: $(VENV)/.installed
 	$(BIN)/jupyter lab notebooks/
+
+# Executed previews of every notebook in default mode (docs/notebooks/NN_name.html; ~30-40 min on 2 cores)
+notebooks-html: $(VENV)/.installed
+	$(BIN)/python notebooks/run_all.py --html docs/notebooks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -27,6 +27,10 @@ def setup(seed: int = 0) -> None:
 
     if (os.cpu_count() or 1) <= 4:
         torch.set_num_threads(1)
+    if os.environ.get("LABCORE_PLOTLY_RENDERER"):  # notebooks/run_all.py --html: figures a static page can show
+        import plotly.io as pio
+
+        pio.renderers.default = os.environ["LABCORE_PLOTLY_RENDERER"]
     pd.set_option("display.max_colwidth", 120)
     set_seed(seed)
     _START = time.perf_counter()
