@@ -85,9 +85,14 @@ class Eval(Sampling):
     """Sampling seed of the evaluation (fixed, so every evaluation sees the same randomness)."""
     ppl_examples: int = 128
     """Held-out (prompt, reference response) pairs whose perplexity under the policy is logged (at most)."""
+    when: Literal["always", "final", "none"] = "always"
+    """always: the starting policy and after every RAFT iteration / RRHF epoch (or eval_every steps); final: only the
+    policy at the end (RAFT's last iteration, the end of each RRHF round); none: never (the caller evaluates, as
+    labcore compare does for its RAFT arms). Only the curves change, never a trained weight."""
 
     def __post_init__(self):
         super().__post_init__()
+        check_choices(self)
         _check([(self.prompts >= 1, f"prompts must be >= 1, got {self.prompts}"),
                 (self.ppl_examples >= 0, f"ppl_examples must be >= 0, got {self.ppl_examples}")])
 

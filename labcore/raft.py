@@ -277,10 +277,11 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: Task, reward_fn: Re
         for stale in out.glob("selected_*.jsonl"):
             stale.unlink()
         shutil.rmtree(ckpt, ignore_errors=True)  # an old run's checkpoint must not be resumed into this one
-        t0 = time.time()
-        row = {"iteration": 0, "reward_onpolicy": None, "reward_selected": None, "n_selected": 0, "discarded": 0,
-               "sft_loss": None, **evaluate(policy, tok, task, reward_fn, config.eval, judge_fn)}
-        log.append({**row, "seconds": time.time() - t0})
+        if config.eval.when == "always":
+            t0 = time.time()
+            row = {"iteration": 0, "reward_onpolicy": None, "reward_selected": None, "n_selected": 0, "discarded": 0,
+                   "sft_loss": None, **evaluate(policy, tok, task, reward_fn, config.eval, judge_fn)}
+            log.append({**row, "seconds": time.time() - t0})
     (out / "raft_config.json").write_text(json.dumps(to_dict(config), indent=1))
 
     P, K = config.prompts_per_iteration, config.samples_per_prompt
@@ -304,15 +305,18 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: Task, reward_fn: Re
                "reward_onpolicy": mean_finite(raw.view(P, K)[:, 0].tolist()),  # sample 0 of each prompt: unbiased
                "reward_selected": mean_finite([r["reward"] for r in selected]),
                "n_selected": len(selected), "discarded": int(discard.sum()),
-               "sft_loss": mean_finite([g["loss"] for g in logs if g["epoch"] == config.optim.epochs - 1]),
-               **evaluate(policy, tok, task, reward_fn, config.eval, judge_fn)}
+               "sft_loss": mean_finite([g["loss"] for g in logs if g["epoch"] == config.optim.epochs - 1])}
+        if config.eval.when == "always" or (config.eval.when == "final" and t == config.iterations):
+            row.update(evaluate(policy, tok, task, reward_fn, config.eval, judge_fn))
         row["seconds"] = time.time() - t0
         log.append(row)
         swap_in_checkpoint(out, lambda tmp: learner.save_checkpoint(
             tmp, extra={"iteration": t, "raft_config": to_dict(config), "prompt_cursor": t * P}))
         if progress:
-            print(f"iteration {t}: on-policy {row['reward_onpolicy']:.3f}  eval {row['eval_reward']:.3f}  "
-                  f"distinct-2 {row['distinct_2']:.3f}  ({row['seconds']:.0f}s)", file=sys.stderr)
+            shown = (f"  eval {row['eval_reward']:.3f}  distinct-2 {row['distinct_2']:.3f}" if "eval_reward" in row
+                     else "")
+            print(f"iteration {t}: on-policy {row['reward_onpolicy']:.3f}{shown}  ({row['seconds']:.0f}s)",
+                  file=sys.stderr)
 
     save_final(policy, tok, out / "final", config.model, log.path)
     write_plot(plot_raft(log.rows(), out.name), out / "metrics.html")

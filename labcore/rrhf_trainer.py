@@ -362,11 +362,12 @@ def train_rrhf(config: RRHFConfig, records: Sequence[dict], out_dir: str | Path,
         shutil.rmtree(ckpt, ignore_errors=True)
     (out / "rrhf_config.json").write_text(json.dumps(to_dict(config), indent=1))
 
-    def evaluate_row(step: int, epoch: float, t0: float) -> None:
+    def evaluate_row(step: int, epoch: float, t0: float, last: bool = False) -> None:
         n = max(acc["n"], 1)
+        held_out = config.eval.when == "always" or (config.eval.when == "final" and last)
         row = {"iteration": round_, "step": step, "epoch": epoch,
                **{k: (acc[k] / n if acc["n"] else None) for k in ("loss", "rank_loss", "sft_loss", "train_rank_acc")},
-               **evaluate_rrhf(policy, tok, config, task, reward_fn, judge_fn, heldout),
+               **(evaluate_rrhf(policy, tok, config, task, reward_fn, judge_fn, heldout) if held_out else {}),
                "seconds": time.time() - t0}
         log.append(row)
         acc.update(loss=0.0, rank_loss=0.0, sft_loss=0.0, train_rank_acc=0.0, n=0)
@@ -388,7 +389,7 @@ def train_rrhf(config: RRHFConfig, records: Sequence[dict], out_dir: str | Path,
                             "train_rank_acc": right / pairs if pairs else 1.0}
 
     t0 = time.time()
-    if state is None and round_ == 1 and task is not None:
+    if state is None and round_ == 1 and task is not None and config.eval.when == "always":
         evaluate_row(0, 0.0, t0)  # the starting policy
         t0 = time.time()
     bar = tqdm(total=n_micro * config.optim.epochs, initial=epoch0 * n_micro + micro0, desc=f"rrhf round {round_}",
@@ -413,14 +414,15 @@ def train_rrhf(config: RRHFConfig, records: Sequence[dict], out_dir: str | Path,
             step = learner.optimizer_steps
             end_of_epoch = b == n_micro - 1
             if (config.eval_every and step % config.eval_every == 0) or (not config.eval_every and end_of_epoch):
-                evaluate_row(step, epoch + (b + 1) / n_micro, t0)
+                evaluate_row(step, epoch + (b + 1) / n_micro, t0,
+                             last=epoch == config.optim.epochs - 1 and end_of_epoch)
                 t0 = time.time()
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or \
                     (not config.checkpoint_every and end_of_epoch):
                 checkpoint(*((epoch, b + 1) if b + 1 < n_micro else (epoch + 1, 0)))
     bar.close()
     if acc["n"]:  # micro-batches since the last row (eval_every not dividing the run, or a partial window)
-        evaluate_row(learner.optimizer_steps, float(config.optim.epochs), t0)
+        evaluate_row(learner.optimizer_steps, float(config.optim.epochs), t0, last=True)
     save_final(policy, tok, final, config.model, log.path)
     return log.rows()
 

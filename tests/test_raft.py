@@ -167,6 +167,19 @@ def test_one_iteration_changes_weights_global_full_finetuning(tiny_model_dir, se
     assert len(changed) == len([k for k in after if k in before])  # every trained tensor moved
 
 
+@pytest.mark.parametrize("when", ["final", "none"])
+def test_eval_when_final_or_none_skips_the_curves_not_the_training(when, full_run, tiny_model_dir, sentiment_task,
+                                                                   tmp_path):
+    rows = raft(_cfg(tiny_model_dir, {"eval.when": when}), tmp_path, task=sentiment_task, progress=False)
+    assert [r["iteration"] for r in rows] == [1, 2]  # no iteration-0 evaluation of the base model
+    assert "eval_reward" not in rows[0]
+    assert ("eval_reward" in rows[1]) == (when == "final")
+    if when == "final":  # the same policy as the evaluated-every-iteration run, so the same numbers
+        assert rows[1]["eval_reward"] == pytest.approx(full_run[1][2]["eval_reward"])
+    a, b = _adapter(tmp_path / "final"), _adapter(full_run[0] / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # evaluation never touches the training's randomness
+
+
 def test_resume_equals_uninterrupted(full_run, tiny_model_dir, sentiment_task, tmp_path):
     out_full, rows_full = full_run
     raft(_cfg(tiny_model_dir, {"iterations": 1}), tmp_path, task=sentiment_task, progress=False)

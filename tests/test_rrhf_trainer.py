@@ -153,6 +153,17 @@ def test_training_changes_lora_weights_and_logs_every_field(full_run, tiny_model
     assert model.peft_config
 
 
+
+def test_eval_when_final_evaluates_once_at_the_end(full_run, tiny_model_dir, experiment, tmp_path):
+    config = dataclasses.replace(_cfg(tiny_model_dir, {"eval.when": "final"}), eval_every=1, checkpoint_every=1)
+    rows = train_rrhf(config, RECORDS, tmp_path, task=experiment.task, reward_fn=experiment.reward_fn,
+                      judge_fn=experiment.judge_fn, heldout=RECORDS[:2], progress=False)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # no step-0 row; training rows still logged
+    assert ["eval_reward" in r for r in rows] == [False, False, False, True]
+    assert rows[-1]["eval_reward"] == pytest.approx(full_run[1][-1]["eval_reward"])  # the same final policy
+    assert rows[-1]["rank_acc"] == pytest.approx(full_run[1][-1]["rank_acc"])
+
+
 def test_one_step_full_finetuning_changes_every_weight(tiny_model_dir, tmp_path):
     cfg = _cfg(tiny_model_dir, {"lora.use": False, "optim.epochs": 1, "optim.batch_size": 4, "optim.grad_accum": 1,
                                 "optim.lr": 1e-3})
