@@ -337,6 +337,8 @@ class CompareArgs:
                             "smol-arithmetic, with --out docs/results/comparison-smol.md)")
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)")
     update: str | None = _opt(None, "also rewrite the table between the compare-table markers of this file")
+    retrain: bool = _opt(False, "train the RAFT and RRHF arms here too (default: evaluate the shipped runs of their "
+                                "presets where they match the settings)")
 
 
 def run_compare(a: CompareArgs) -> list[dict]:
@@ -349,10 +351,10 @@ def run_compare(a: CompareArgs) -> list[dict]:
     if unknown:
         raise ValueError(f"unknown task {unknown[0]!r}; known: {', '.join(COMPARE_TASKS)}")
     t0 = time.time()
-    rows = compare(a.runs, a.tasks, threads=a.threads)
+    rows = compare(a.runs, a.tasks, threads=a.threads, retrain=a.retrain)
     minutes = (time.time() - t0) / 60
     print(compare_table(rows))
-    report = write_report(rows, a.out, minutes, a.threads, a.tasks)
+    report = write_report(rows, a.out, minutes, a.threads, a.tasks, a.retrain)
     if a.update:
         rewrite_between_markers(a.update, "compare-table", compare_table(rows))
     print(f"wrote {report} and {report.with_suffix('.json')} ({minutes:.1f} min)", file=sys.stderr)
