@@ -6,9 +6,10 @@ round on responses collected by itself (so IP-1 = the first round); RAFT is the 
 ``data/models/`` when present, else trained here with ``labcore raft``'s preset. Likewise the RRHF arms come from the
 shipped run of ``labcore rrhf --preset TASK`` when it holds its round-1 collection and policies and was made with the
 settings compare would use (``shipped_rrhf_run``; checked field by field, else they are trained here): training is
-deterministic, so its round-1 policy is the RRHF arm bit for bit and its round-2 policy the IP-2 arm. On the SmolLM2 tasks two controls say
-whether the method did it: SFT-best (SFT on the best of RRHF's responses) and RAFT-random (RAFT's preset with
-``selection=random``: the same samples and discard rule, one kept per prompt at random instead of by reward).
+deterministic, so its round-1 policy is the RRHF arm bit for bit and its round-2 policy the IP-2 arm. On the SmolLM2
+tasks two controls say whether the method did it: SFT-best (SFT on the best of RRHF's responses) and RAFT-random
+(RAFT's preset with ``selection=random``: the same samples and discard rule, one kept per prompt at random instead of
+by reward).
 Every arm is evaluated with the task's protocol (``labcore.presets.EVAL``: same prompts, seed, sampling) plus the
 ranking accuracy of p_i. Also the base-vs-RAFT table of RAFT runs (``labcore raft-table``).
 """
@@ -142,8 +143,8 @@ def compare(out_dir: str | Path = "runs/compare", tasks: Sequence[str] = COMPARE
                                                   cfg, data)))
             rrhf_out = out / f"rrhf-{task}"
             collected: dict[str, list[dict]] = {}
-            shipped = None if retrain else shipped_rrhf_run(task, cfg)
-            ship_data, ship_rounds = shipped if shipped else (None, {})
+            run = None if retrain else shipped_rrhf_run(task, cfg)
+            ship_data, ship_rounds = run if run else (None, {})
 
             def last_row(metrics: list[dict]) -> dict:
                 return {k: v for k, v in metrics[-1].items() if k not in ("iteration", "step", "epoch", "seconds")}
@@ -166,7 +167,7 @@ def compare(out_dir: str | Path = "runs/compare", tasks: Sequence[str] = COMPARE
                 return last_row(rrhf_pipeline(build(RRHFConfig, task, fast=fast, overrides={"iterations": 2, **FINAL}),
                                               ip, data, start_round=2, start_from=start, progress=progress))
 
-            def shipped(k: int) -> str:
+            def from_ship(k: int) -> str:
                 return f"shipped run {ship_rounds[k].relative_to(DATA_DIR.parent)} (round {k}): " if k in ship_rounds \
                     else ""
 
@@ -174,11 +175,11 @@ def compare(out_dir: str | Path = "runs/compare", tasks: Sequence[str] = COMPARE
                       "DP": f"diverse beam {cfg.num_samples} + dataset <= {cfg.dataset_responses}",
                       "D": f"{cfg.num_samples} samples of the base model"}[cfg.policy]
             first = f"RRHF-{cfg.policy}"
-            arms.append((first, f"{shipped(1)}{cfg.optim.epochs} epochs on {len(data.queries)} queries ({source}), "
+            arms.append((first, f"{from_ship(1)}{cfg.optim.epochs} epochs on {len(data.queries)} queries ({source}), "
                                 f"LoRA r {cfg.lora.r}, lr {cfg.optim.lr:g}", rrhf_bp))
             arms.append(("SFT-best", f"sft_epochs on the best response of {first}'s data, same optimiser settings",
                          lambda: sft_best(cfg, collected["bp"], out / f"sft-best-{task}", data)))
-            arms.append(("RRHF-IP-2", f"{shipped(2)}{first}'s policy + one round on responses it collected itself",
+            arms.append(("RRHF-IP-2", f"{from_ship(2)}{first}'s policy + one round on responses it collected itself",
                          rrhf_ip2))
             for arm, how, fn in arms:
                 t0 = time.time()
