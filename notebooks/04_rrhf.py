@@ -223,8 +223,8 @@ display(pd.DataFrame({"response": q["responses"], "reward": q["scores"], "p_i (b
 print(f"L_rank = {float(loss.rank):.3f}   L_ft = {float(loss.sft):.3f}")
 
 # %% [markdown]
-# Expected (both modes, no randomness): a (1, 5, 36) batch; the base model scores the rude "How do you not know this
-# already?" and the refusal highest ($p = -1.18$, $-0.90$) and the best, polite answer ($r = 4$) at $-2.46$, so the
+# Expected (both modes, no randomness): a (1, 5, 36) batch; the base model scores the refusal and the rude "How do
+# you not know this already?" highest ($p = -0.90$, $-1.18$) and the best, polite answer ($r = 4$) at $-2.46$, so the
 # ranking is mostly backwards: $L_{\text{rank}} = 9.812$, $L_{\text{ft}} = 2.459$.
 #
 # ## 3. Where the responses come from
@@ -373,7 +373,7 @@ model.zero_grad(set_to_none=True)
 # down the log-probabilities of the many worse responses, not to raise the one best response: the distribution
 # flattens. In the shipped runs (`docs/rrhf.md`): at the preset's lr 3e-4, RRHF-BP lifts tiny-rm's reward −0.324 →
 # 0.156 and the gold rubric −0.400 → −0.154, but the perplexity of the best reference answers doubles, 16.1 → 34.2;
-# at lr 1e-3 (RAFT's preset rate, the first try) it reached gold 0.017 at perplexity 65.6 and mean length 43.8 of 47
+# at lr 1e-3 (the first try) it reached gold 0.017 at perplexity 65.6 and mean length 43.8 of 47
 # tokens — strings of on-topic words without sentences, which the gold rubric's relevance term counts. That is
 # reward hacking driven by the imbalance; the paper keeps the weight at 1 (10 and 100 were worse, PAPERS.md), and
 # with $k = 6$ it has 15 pairs, not 36. Remedies to try: a smaller learning rate (the preset), fewer responses per
