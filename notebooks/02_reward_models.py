@@ -18,7 +18,7 @@
 #
 # **Time** (measured with `notebooks/run_all.py` on the 2-core class machine, one torch thread, empty embedding
 # cache): **default mode 76–87 s** (two runs; embedding the sampled pairs with MiniLM is about 30 s of it), **fast
-# mode 30 s** (22 s once the embeddings are cached). No GPU needed.
+# mode 30 s** (22–27 s once the embeddings are cached). No GPU needed.
 #
 # **Learning goals**
 #
