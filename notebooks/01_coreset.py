@@ -24,7 +24,8 @@
 # * read the 0.5% experiment — core-set vs random vs the full task, at equal compute — and what it found: the claim
 #   did not reproduce on the tiny model, and on SmolLM2-135M the core-set beat random samples of the same size.
 #
-# **Subset.** Embedding all 35,307 train instructions takes 20+ minutes on 2 CPU cores (seconds on a GPU), so this
+# **Subset.** Embedding all 35,307 train instructions takes minutes on 2 CPU cores (about 9 for the embeddings and the
+# UMAP map on a fresh clone; seconds on a GPU), so this
 # notebook works on a seeded random subset: 3,000 examples by default, 400 in fast mode. Embeddings are cached on disk
 # (`$LABCORE_CACHE`, default `~/.cache/labcore`), so a second run is fast. The budget stays at the shipped
 # experiment's 40 examples (0.5% of all 8,052 sentiment examples); on the subset that is a much larger share of the
