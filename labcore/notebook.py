@@ -4,7 +4,8 @@
 to 0 to allow the Hub), runs torch on one thread on a small CPU (tiny models on a few shared cores are faster that
 way), seeds Python, NumPy and torch, widens pandas' columns, starts the notebook's timer and prints what it chose.
 ``finish()`` prints how long the notebook took. Sizes come from ``labcore.fast_mode()`` (``LABCORE_FAST=1``).
-Also the helpers of the notebooks' SmolLM2 sections: ``with_adapters``, ``user_text``, ``compare_answers``.
+Also the helpers of the notebooks' SmolLM2 sections: ``with_adapters``, ``user_text``, ``answer_prompts``,
+``task_scorers``, ``compare_answers``.
 """
 from __future__ import annotations
 
@@ -72,24 +73,21 @@ def user_text(prompt: str) -> str:
     return prompt
 
 
-def compare_answers(model, tok, task_name: str, columns: dict, n: int = 6, seed: int = 7):
+def answer_prompts(model, tok, task_name: str, columns: dict, n: int = 6, seed: int = 7):
     """n held-out prompts of a task answered by each column's model with the task's sampling protocol (EVAL) and
-    the same seed, scored by the task's RAFT-preset reward and, when it is another function, the judge.
+    the same seed.
 
     Args:
         columns: {label: name of an adapter of ``model``, or None for the base model (adapters switched off)}.
     Returns:
-        a pandas DataFrame: prompt, one answer column per label, one score column per (scorer, label).
+        (task, prompts, {label: [response, ...]}).
     """
-    import pandas as pd
-
     from labcore.config import Eval
     from labcore.formats import prompt_format
     from labcore.generation import generate
     from labcore.models import adapter_disabled
-    from labcore.presets import EVAL, RAFT
-    from labcore.rewards import get_reward
-    from labcore.tasks import load_judge, load_task
+    from labcore.presets import EVAL
+    from labcore.tasks import load_task
 
     ev = Eval(**EVAL[task_name])
     task = load_task(task_name, ev, fmt=prompt_format(tok))
@@ -103,13 +101,34 @@ def compare_answers(model, tok, task_name: str, columns: dict, n: int = 6, seed:
         else:
             model.set_adapter(name)
             answers[label] = [o["response"] for o in generate(model, tok, prompts, **gen)]
-    table = pd.DataFrame({"prompt": [user_text(p) for p in prompts], **answers})
-    reward = RAFT[task_name]["reward"]
-    scorers = {reward: get_reward(reward)}
-    if task.judge and task.judge != reward:
-        scorers[f"judge {task.judge}"] = load_judge(task)
-    for score, fn in scorers.items():
-        for label, ys in answers.items():
-            table[f"{score}: {label}"] = fn(prompts, ys).numpy().round(2)
-    return table
+    return task, prompts, answers
 
+
+def task_scorers(task_name: str, task) -> dict:
+    """{("reward" | "judge", name): scoring function}: the task's RAFT-preset reward and, when it is another
+    function, its independent judge."""
+    from labcore.presets import RAFT
+    from labcore.rewards import get_reward
+    from labcore.tasks import load_judge
+
+    reward = RAFT[task_name]["reward"]
+    scorers = {("reward", reward): get_reward(reward)}
+    if task.judge and task.judge != reward:
+        scorers[("judge", task.judge)] = load_judge(task)
+    return scorers
+
+
+def compare_answers(model, tok, task_name: str, columns: dict, n: int = 6, seed: int = 7):
+    """:func:`answer_prompts` as a table, scored by :func:`task_scorers`.
+
+    Returns:
+        a pandas DataFrame: prompt, one answer column per label, one score column per (scorer, label).
+    """
+    import pandas as pd
+
+    task, prompts, answers = answer_prompts(model, tok, task_name, columns, n, seed)
+    table = pd.DataFrame({"prompt": [user_text(p) for p in prompts], **answers})
+    for (kind, name), fn in task_scorers(task_name, task).items():
+        for label, ys in answers.items():
+            table[f"{name if kind == 'reward' else 'judge ' + name}: {label}"] = fn(prompts, ys).numpy().round(2)
+    return table

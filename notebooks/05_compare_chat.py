@@ -720,8 +720,8 @@ display(smooth[smooth["K"].isin([1, 2, 4, 8, 16])].round(3))
 # %%
 from labcore.formats import prompt_format
 from labcore.generation import stream_batch
-from labcore.notebook import user_text, with_adapters
-from labcore.tasks import arithmetic_problems, load_judge
+from labcore.notebook import answer_prompts, task_scorers, user_text, with_adapters
+from labcore.tasks import arithmetic_problems
 
 pd.set_option("display.max_colwidth", 200)
 SMOL = not FAST  # fast mode: no SmolLM2 work, so CI time stays flat
@@ -747,22 +747,9 @@ print(f"{SMOL_MODEL} + adapters {list(smol_found)} (one copy of the base weights
 # %%
 def smol_compare(task_name, n=32, seed=7):
     """The base model and every adapter of the task on its first n held-out prompts: (metrics table, answers)."""
-    ev = Eval(**EVAL[task_name])
-    task = load_task(task_name, ev, fmt=prompt_format(smol_tok))
-    prompts = task.eval_prompts[:n]
-    gen = {"max_new_tokens": ev.max_new_tokens, "temperature": ev.temperature, "stop_at_turn": task.chat, "seed": seed}
-    answers = {}
-    for name in [None, *(a for a in smol_found if a.endswith(task_name.split("-")[1]))]:
-        if name is None:
-            with adapter_disabled(smol_model):
-                answers["base"] = [o["response"] for o in generate(smol_model, smol_tok, prompts, **gen)]
-        else:
-            smol_model.set_adapter(name)
-            answers[name] = [o["response"] for o in generate(smol_model, smol_tok, prompts, **gen)]
-    reward_name = SMOL_REWARD[task_name]
-    scorers = {f"reward ({reward_name})": get_reward(reward_name)}
-    if task.judge and task.judge != reward_name:
-        scorers[f"judge ({task.judge})"] = load_judge(task)
+    columns = {"base": None, **{a: a for a in smol_found if a.endswith(task_name.split("-")[1])}}
+    task, prompts, answers = answer_prompts(smol_model, smol_tok, task_name, columns, n=n, seed=seed)
+    scorers = {f"{kind} ({name})": fn for (kind, name), fn in task_scorers(task_name, task).items()}
     table = pd.DataFrame({label: {**{s: float(fn(prompts, ys).mean()) for s, fn in scorers.items()},
                                   "distinct-2": distinct_n(ys, 2), "mean words": mean_length(ys)}
                           for label, ys in answers.items()}).T
