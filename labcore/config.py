@@ -90,6 +90,10 @@ class Eval(Sampling):
     policy at the end (RAFT's last iteration, the end of each RRHF round); none: never (the caller evaluates, as
     labcore compare does for its RAFT arms). Only the curves change, never a trained weight."""
 
+    def due(self, last: bool) -> bool:
+        """Whether an evaluation point runs under ``when``: every one for always, only the ``last`` for final."""
+        return self.when == "always" or (self.when == "final" and last)
+
     def __post_init__(self):
         super().__post_init__()
         check_choices(self)

@@ -277,7 +277,7 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: Task, reward_fn: Re
         for stale in out.glob("selected_*.jsonl"):
             stale.unlink()
         shutil.rmtree(ckpt, ignore_errors=True)  # an old run's checkpoint must not be resumed into this one
-        if config.eval.when == "always":
+        if config.eval.due(last=False):  # the starting policy
             t0 = time.time()
             row = {"iteration": 0, "reward_onpolicy": None, "reward_selected": None, "n_selected": 0, "discarded": 0,
                    "sft_loss": None, **evaluate(policy, tok, task, reward_fn, config.eval, judge_fn)}
@@ -306,7 +306,7 @@ def _raft(config: RAFTConfig, out: Path, resume: bool, task: Task, reward_fn: Re
                "reward_selected": mean_finite([r["reward"] for r in selected]),
                "n_selected": len(selected), "discarded": int(discard.sum()),
                "sft_loss": mean_finite([g["loss"] for g in logs if g["epoch"] == config.optim.epochs - 1])}
-        if config.eval.when == "always" or (config.eval.when == "final" and t == config.iterations):
+        if config.eval.due(last=t == config.iterations):
             row.update(evaluate(policy, tok, task, reward_fn, config.eval, judge_fn))
         row["seconds"] = time.time() - t0
         log.append(row)

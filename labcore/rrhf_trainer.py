@@ -364,10 +364,11 @@ def train_rrhf(config: RRHFConfig, records: Sequence[dict], out_dir: str | Path,
 
     def evaluate_row(step: int, epoch: float, t0: float, last: bool = False) -> None:
         n = max(acc["n"], 1)
-        held_out = config.eval.when == "always" or (config.eval.when == "final" and last)
+        due = config.eval.due(last)
+        held_out = evaluate_rrhf(policy, tok, config, task, reward_fn, judge_fn, heldout) if due else {}
         row = {"iteration": round_, "step": step, "epoch": epoch,
                **{k: (acc[k] / n if acc["n"] else None) for k in ("loss", "rank_loss", "sft_loss", "train_rank_acc")},
-               **(evaluate_rrhf(policy, tok, config, task, reward_fn, judge_fn, heldout) if held_out else {}),
+               **held_out,
                "seconds": time.time() - t0}
         log.append(row)
         acc.update(loss=0.0, rank_loss=0.0, sft_loss=0.0, train_rank_acc=0.0, n=0)
@@ -389,7 +390,7 @@ def train_rrhf(config: RRHFConfig, records: Sequence[dict], out_dir: str | Path,
                             "train_rank_acc": right / pairs if pairs else 1.0}
 
     t0 = time.time()
-    if state is None and round_ == 1 and task is not None and config.eval.when == "always":
+    if state is None and round_ == 1 and task is not None and config.eval.due(last=False):
         evaluate_row(0, 0.0, t0)  # the starting policy
         t0 = time.time()
     bar = tqdm(total=n_micro * config.optim.epochs, initial=epoch0 * n_micro + micro0, desc=f"rrhf round {round_}",
