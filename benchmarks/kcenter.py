@@ -1,24 +1,25 @@
-"""Benchmark: labcore KCenterGreedy vs a classic-style baseline (google/active-learning kcenter_greedy.py manner).
+"""Benchmark: labcore KCenterGreedy against the classic reference's own formulation, side by side in one run.
 
-Both run in the same process on the same data, one after the other:
-  * baseline: numpy float64, ``sklearn.metrics.pairwise_distances(features, new_centre)`` every step, then
-    ``min_distances = np.minimum(min_distances, dist)`` and ``argmax`` (as the classic reference does);
-  * labcore:  ``KCenterGreedy(budget=K, device=...).fit(X, initial=i0)`` (exact: lazy bounds + fp32 screen + float64
-    verification).
-Data: N unit vectors in d = 384 (random Gaussian directions, the worst case for pruning; and 50 Gaussian clusters,
-normalised), K = 500, Euclidean metric, same start index for both.
+The reference is google/active-learning ``sampling_methods/kcenter_greedy.py``, the code most core-set selection
+copies: float32 features (as the embeddings come), ``sklearn.metrics.pairwise_distances(features, [centre])`` every
+step, ``np.minimum`` into the running min distances, ``argmax``. ``ReferenceKCenterGreedy`` below is that code path
+(minus its bare ``except`` and its (K x N) first call). A second, optional column (``--float64``) runs the same loop
+on a float64 copy, the formulation labcore's exact picks are defined by (``labcore.kcenter.kcenter_greedy_reference``).
+labcore: ``KCenterGreedy(budget=K, device=...).fit(X, initial=i0)`` (exact: lazy bounds + fp32 screen + float64
+verification). Same start index, unit vectors in d = 384: random Gaussian directions (the worst case for pruning)
+and 50 Gaussian clusters, normalised; Euclidean metric.
 
-Memory is the peak process RSS above the value at the start of each variant, sampled every 2 ms by a thread
-in a separate, untimed run of that variant (the baseline's over its first 10 steps, where its peak is reached)
-(``/proc/self/statm``; it covers numpy, torch and BLAS buffers alike; glibc is told to return freed blocks of
-64 KiB or more to the OS, so that one variant's freed memory does not hide the next one's). The baseline's float64 copy of X counts, as it
-is part of what it needs. The memory-bandwidth floor uses the read bandwidth of a large numpy ``sum`` measured in this
-run: a per-step algorithm must read all of X once per step (K * N * d * itemsize bytes).
+Cases: (N, K) = (10k, 100), (50k, 200), (100k, 500). Per case it prints the reference's seconds, labcore's seconds,
+the speed-up, whether the picks are identical, and the floor of any per-step method: K times one pass over X,
+measured here as the best time of ``X @ c`` (torch matvec) over fp32 X and over fp16 X. labcore "vs floor" is that
+floor divided by labcore's time (above 1: faster than reading X once per step).
 
-When the full baseline would take long (N = 100k), only ``--baseline-steps`` steps are timed and the time is
-extrapolated linearly (every step does the same work); the output says so, and identity is checked on those steps.
+When the full reference would take long (N >= 50k and K >= 500), only ``--baseline-steps`` steps are timed and the
+time is extrapolated linearly (every step does the same work); the output says so, and identity is checked on those
+steps. Memory (MB): the peak RSS above the start of labcore's run, sampled every 2 ms in an untimed run (X itself is
+not counted: labcore never copies it whole).
 
-Usage:  python benchmarks/kcenter.py [--quick] [--device auto|cpu|cuda] [--baseline-steps 60]
+Usage:  python benchmarks/kcenter.py [--quick] [--device auto|cpu|cuda] [--baseline-steps 100] [--float64]
 """
 from __future__ import annotations
 
@@ -30,24 +31,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from labcore.kcenter import KCenterGreedy  # noqa: E402
 
-D, K, N_CLUSTERS = 384, 500, 50
+D, N_CLUSTERS = 384, 50
+CASES = [(10_000, 100), (50_000, 200), (100_000, 500)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The baseline, written in the manner of google/active-learning sampling_methods/kcenter_greedy.py
+# The reference, google/active-learning sampling_methods/kcenter_greedy.py (its select_batch_ / update_distances)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class ClassicKCenterGreedy:
-    """Classic-style k-center greedy: float64 features, sklearn pairwise_distances per step, min update."""
+class ReferenceKCenterGreedy:
+    """The reference's loop: pairwise_distances(features, [centre]) per step, np.minimum, argmax."""
 
-    def __init__(self, X: np.ndarray, metric: str = "euclidean"):
-        self.features = np.asarray(X, dtype=np.float64)  # (N, d) float64 copy, as the classic code works in float64
+    def __init__(self, X: np.ndarray, metric: str = "euclidean", dtype=np.float32):
+        self.features = np.asarray(X, dtype=dtype)  # (N, d); the reference keeps the features as given (float32)
         self.metric = metric
         self.min_distances = None
         self.already_selected: list[int] = []
@@ -120,15 +123,16 @@ class PeakRSS:
         self.delta_mb = (self.peak - self.start) / 2**20
 
 
-def read_bandwidth(nbytes: int = 1 << 29) -> float:
-    """Read bandwidth (bytes/s) of np.sum over a large float64 array (best of 3)."""
-    a = np.ones(nbytes // 8)
+def one_pass_seconds(X: np.ndarray, dtype: torch.dtype, repeats: int = 7) -> float:
+    """Best time of one matvec X @ c over X in ``dtype`` (torch, CPU): the per-step floor of any per-step method."""
+    Xt = torch.from_numpy(X).to(dtype)
+    c = Xt[0].clone()
     best = float("inf")
-    for _ in range(3):
+    for _ in range(repeats):
         t = time.perf_counter()
-        a.sum()
+        Xt @ c
         best = min(best, time.perf_counter() - t)
-    return nbytes / best
+    return best
 
 
 def make_data(n: int, kind: str, seed: int = 0) -> np.ndarray:
@@ -147,65 +151,66 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 10k only (CI-like run)")
     ap.add_argument("--device", default="auto", help="labcore device: auto | cpu | cuda | mps")
-    ap.add_argument("--baseline-steps", type=int, default=60,
-                    help="at N = 100k, time this many baseline steps and extrapolate to K (0: run all K)")
+    ap.add_argument("--baseline-steps", type=int, default=100,
+                    help="for N >= 50k and K >= 500 time this many reference steps and extrapolate (0: run all K)")
+    ap.add_argument("--float64", action="store_true", help="also time the reference loop on float64 features")
     args = ap.parse_args()
-    sizes = [10_000] if args.quick else [10_000, 100_000]
+    cases = CASES[:1] if args.quick else CASES
 
-    bw = read_bandwidth()
-    print(f"measured read bandwidth: {bw / 1e9:.1f} GB/s (np.sum over 512 MiB); K={K}, d={D}, metric=euclidean")
-    header = (f"{'N':>7} {'data':>9} | {'baseline s':>11} {'MB':>6} {'floor%':>6} | {'labcore s':>9} {'MB':>6} "
-              f"{'X reads':>7} | {'speedup':>7} {'identical':>9}")
+    print(f"torch threads: {torch.get_num_threads()}; d={D}; metric=euclidean; reference = google/active-learning "
+          f"kcenter_greedy.py formulation (float32 features, sklearn pairwise_distances per step)")
+    cols = f"{'N':>7} {'K':>4} {'data':>9} | {'reference s':>11} " + (f"{'float64 s':>9} " if args.float64 else "")
+    header = (cols + f"| {'labcore s':>9} {'MB':>5} | {'speed-up':>8} {'identical':>9} | {'floor fp32 s':>12} "
+              f"{'fp16 s':>6} {'labcore/floor':>13}")
     print(header)
     print("-" * len(header))
     summary = {}
-    data = []
-    # memory first, in untimed runs with RSS tracking live memory (the baseline over its first 10 steps, where its
-    # peak is reached); then timing with the allocator set for reuse and no RSS sampler thread (it takes the GIL
-    # every 2 ms, which slows a loop of many small steps more than one of few large numpy calls)
+    # memory first, in untimed runs with RSS tracking live memory; then the timed runs with the allocator set for
+    # reuse and no sampler thread (it takes the GIL every 2 ms)
     set_malloc(track_rss=True)
-    for n in sizes:
+    KCenterGreedy(budget=5, device=args.device).fit(make_data(1000, "random"), initial=0)  # one-off torch start-up
+    memory = {}
+    for n, K in cases:
         for kind in ("random", "clustered"):
             X = make_data(n, kind)
             i0 = int(np.random.default_rng(1).integers(n))
-            KCenterGreedy(budget=5, device=args.device).fit(X[:1000], initial=0)  # one-off torch start-up
-            with PeakRSS() as mem_l:
+            with PeakRSS() as mem:
                 KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)
-            with PeakRSS() as mem_b:
-                ClassicKCenterGreedy(X).select_batch(i0, 10)
-            data.append((n, kind, X, i0, mem_l.delta_mb, mem_b.delta_mb))
+            memory[n, kind] = mem.delta_mb
+            del X
     set_malloc(track_rss=False)
-    for n, kind, X, i0, mem_l_mb, mem_b_mb in data:
-        KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)  # warm the allocator's reuse
-        t = time.perf_counter()
-        km = KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)
-        t_lab = time.perf_counter() - t
-        # baseline: the whole run, or a prefix of steps extrapolated to K
-        steps = K if (n <= 10_000 or args.baseline_steps <= 0) else min(args.baseline_steps, K)
-        t = time.perf_counter()
-        base = ClassicKCenterGreedy(X).select_batch(i0, steps)
-        t_base = time.perf_counter() - t
-        extrapolated = steps < K
-        t_base_full = t_base * K / steps
-        identical = base == km.selected_indices_[:steps].tolist()
-        floor_base = K * n * D * 8 / bw  # K passes over float64 X
-        floor_fp32 = K * n * D * 4 / bw  # K passes over float32 X: floor of any per-step fp32 method
-        x_reads = km.stats_["rows_streamed"] / n  # how many times labcore read X (in rows) in all
-        speedup = t_base_full / t_lab
-        note = f" (extrapolated from {steps} steps)" if extrapolated else ""
-        print(f"{n:>7} {kind:>9} | {t_base_full:>11.2f} {mem_b_mb:>6.0f} {100 * floor_base / t_base_full:>5.0f}% "
-              f"| {t_lab:>9.2f} {mem_l_mb:>6.0f} {x_reads:>7.1f} | {speedup:>6.1f}x {str(identical):>9}{note}")
-        print(f"{'':>19}labcore vs the fp32 per-step floor ({floor_fp32:.2f} s): {floor_fp32 / t_lab:.2f}x of it; "
-              f"own reads {km.stats_['rows_streamed'] * D * 4 / 1e9:.2f} GB -> {km.stats_['rows_streamed'] * D * 4 / bw:.2f} s at "
-              f"bandwidth; pairs screened {km.stats_['pairs_screened'] / km.stats_['brute_force_pairs']:.2f}x of "
-              f"N*K, verified in float64 {km.stats_['pairs_verified']}")
-        tag = f"{n // 1000}k_{kind}"
-        summary[f"speedup_{tag}"] = f"{speedup:.1f}x"
-        summary[f"identical_{tag}"] = identical
-        summary[f"labcore_s_{tag}"] = f"{t_lab:.2f}"
-        summary[f"baseline_s_{tag}"] = f"{t_base_full:.2f}" + ("(extrapolated)" if extrapolated else "")
-    print(f"labcore device: {km.device_}")
-    print(" ".join(f"{k}={v}" for k, v in summary.items()) + f" identical={all(v for k, v in summary.items() if k.startswith('identical'))}")
+    for n, K in cases:
+        for kind in ("random", "clustered"):
+            X = make_data(n, kind)
+            i0 = int(np.random.default_rng(1).integers(n))
+            mem_mb = memory[n, kind]
+            KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)  # warm the allocator's reuse
+            t = time.perf_counter()
+            km = KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)
+            t_lab = time.perf_counter() - t
+            steps = K if (n < 50_000 or K < 500 or args.baseline_steps <= 0) else min(args.baseline_steps, K)
+            t = time.perf_counter()
+            ref = ReferenceKCenterGreedy(X).select_batch(i0, steps)
+            t_ref = (time.perf_counter() - t) * K / steps
+            t64 = ""
+            if args.float64:
+                t = time.perf_counter()
+                ReferenceKCenterGreedy(X, dtype=np.float64).select_batch(i0, steps)
+                t64 = f"{(time.perf_counter() - t) * K / steps:>9.2f} "
+            identical = ref == km.selected_indices_[:steps].tolist()
+            f32, f16 = K * one_pass_seconds(X, torch.float32), K * one_pass_seconds(X, torch.float16)
+            floor = min(f32, f16)
+            speedup = t_ref / t_lab
+            note = f"  (reference extrapolated from {steps} steps)" if steps < K else ""
+            print(f"{n:>7} {K:>4} {kind:>9} | {t_ref:>11.2f} {t64}| {t_lab:>9.2f} {mem_mb:>5.0f} | "
+                  f"{speedup:>7.1f}x {str(identical):>9} | {f32:>12.2f} {f16:>6.2f} {floor / t_lab:>12.2f}x{note}")
+            tag = f"{n // 1000}k_{kind}"
+            summary[f"speedup_{tag}"] = f"{speedup:.1f}x"
+            summary[f"identical_{tag}"] = identical
+    print(f"labcore device: {km.device_}; labcore/floor above 1x: faster than one pass over X per step "
+          f"(the floor of any per-step method, fp32 or fp16, whichever is faster here)")
+    print(" ".join(f"{k}={v}" for k, v in summary.items())
+          + f" identical={all(v for k, v in summary.items() if k.startswith('identical'))}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ input is validated (finite values, non-zero rows for cosine, budget and ``initia
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,8 @@ _U64 = 2.0 ** -53  # unit roundoff of float64
 _U32 = 2.0 ** -24  # unit roundoff of float32
 _CENTRE_BLOCK = 1024  # centres per screening block: a block is (chunk_size x _CENTRE_BLOCK) floats
 _GROUP_MIN_ROWS = 512  # refreshes of fewer rows skip the triangle-inequality grouping (overhead > gain)
+_VERIFY_ROWS = 256  # rows per float64 verification block (stays in cache)
+_CALL_PAIRS = 1 << 16  # fixed cost of one screening call, in (point, centre) pairs (Python and dispatch overhead)
 _SMALL_WORK = 1 << 24  # multiply-adds below which a CPU screening block runs on one thread
 
 
@@ -259,14 +261,20 @@ class _Rows:
         self.n, self.d = shape
         self.metric, self.device, self.chunk_size = metric, device, chunk_size
         self.norms: np.ndarray | None = None
-        # One streaming pass: check finiteness, and (cosine) the float64 row norms of the reference.
+        # One streaming pass: check finiteness, (cosine) the float64 row norms of the reference, and the fp32
+        # squared norms ||x'||^2 of the screen (x' = fl32 of the reference's row, as ``device32`` gives it).
         norms = np.empty(self.n) if metric == "cosine" else None
+        xn = np.empty(self.n, dtype=np.float32)
         for lo in range(0, self.n, chunk_size):
             rows = self._raw64(slice(lo, min(lo + chunk_size, self.n)))  # (n_chunk, d)
             if not np.isfinite(rows).all():
                 raise ValueError("X contains NaN or infinite values")
             if norms is not None:
-                norms[lo:lo + len(rows)] = np.sqrt(_row_sq_sums64(rows))
+                norms[lo:lo + len(rows)] = nc = np.sqrt(_row_sq_sums64(rows))
+                rows = rows / nc[:, None] if (nc > 0).all() else rows
+            x32 = torch.from_numpy(rows).float()
+            xn[lo:lo + len(rows)] = (x32 * x32).sum(1).numpy()
+        self.xn = torch.from_numpy(xn).to(device)  # (N,) fp32
         if norms is not None:
             if (norms == 0).any():
                 raise ValueError(f"cosine metric needs non-zero rows; row {int(np.argmax(norms == 0))} is zero")
@@ -283,6 +291,28 @@ class _Rows:
         """(n, d) float64 rows exactly as the reference sees them (cosine: divided by the float64 norm)."""
         rows = self._raw64(idx)
         return rows / self.norms[idx][:, None] if self.norms is not None else rows
+
+    def distances64(self, idx: np.ndarray, C: np.ndarray, cidx: np.ndarray) -> np.ndarray:
+        """``_distances64(self.host64(idx), C[cidx])`` (float64 centres C), bit for bit, without large temporaries.
+
+        The same IEEE operations in the same order (gather and convert, divide by the norm, subtract, square, the
+        row sums of a C-contiguous block), done in place in a small cache-resident buffer: several times faster than
+        the expression on large index sets.
+        """
+        if self.t is not None:
+            return _distances64(self.host64(idx), C[cidx])
+        out = np.empty(len(idx))
+        buf = np.empty((min(len(idx), _VERIFY_ROWS), self.d))
+        for lo in range(0, len(idx), _VERIFY_ROWS):
+            part = idx[lo:lo + _VERIFY_ROWS]
+            A = buf[:len(part)]
+            A[...] = self.a.take(part, axis=0)  # float64 of the exact input values
+            if self.norms is not None:
+                A /= self.norms[part][:, None]
+            A -= C.take(cidx[lo:lo + _VERIFY_ROWS], axis=0)
+            A *= A
+            out[lo:lo + len(part)] = np.sqrt(A.sum(axis=1))
+        return out
 
     def device32(self, idx: np.ndarray) -> torch.Tensor:
         """(n, d) float32 rows on the device: fl32 of the float64 rows of ``host64``."""
@@ -477,9 +507,35 @@ class _LazyGreedy:
             starts, ends = np.r_[0, cut], np.r_[cut, len(idx)]
             for g0 in range(0, len(starts), _CENTRE_BLOCK):  # batches of groups: (groups x centres) bounds
                 gs, ge = starts[g0:g0 + _CENTRE_BLOCK], ends[g0:g0 + _CENTRE_BLOCK]
-                for (lo, hi), cols in zip(zip(gs, ge), self._group_centres(idx, a, gs, ge)):
-                    self._refresh_rows(idx[lo:hi], cols)
+                for rows, cols in self._merge_groups(idx, gs, ge, self._group_centres(idx, a, gs, ge)):
+                    self._refresh_rows(rows, cols)
         self.s[idx] = t
+
+    def _merge_groups(self, idx: np.ndarray, gs: np.ndarray, ge: np.ndarray,
+                      cols: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Join consecutive groups into one screening call while that costs less than separate calls.
+
+        A call costs about ``_CALL_PAIRS`` (point, centre) pairs of fixed overhead plus rows x columns; a joined call
+        screens every row of it against the union of the groups' columns. Extra columns are harmless (a centre that
+        cannot lower m_x does not; one already seen is masked), only work: on random directions, where the pruning
+        keeps every column, a refresh becomes a few large matmuls instead of one small call per group.
+        """
+        rows: list[np.ndarray] = []
+        union: np.ndarray | None = None
+        cost = 0  # pairs of the groups in `rows` screened separately, overhead included
+        for lo, hi, c in zip(gs, ge, cols):
+            n_rows = sum(len(r) for r in rows)
+            if union is not None:
+                joined = np.union1d(union, c)
+                if (n_rows + hi - lo) * len(joined) <= cost + _CALL_PAIRS + (hi - lo) * len(c) \
+                        and n_rows + hi - lo <= self.rows.chunk_size:
+                    rows.append(idx[lo:hi])
+                    union, cost = joined, cost + _CALL_PAIRS + (hi - lo) * len(c)
+                    continue
+                yield np.concatenate(rows), union
+            rows, union, cost = [idx[lo:hi]], c, _CALL_PAIRS + (hi - lo) * len(c)
+        if union is not None:
+            yield np.concatenate(rows), union
 
     def _group_centres(self, idx: np.ndarray, a: np.ndarray, gs: np.ndarray, ge: np.ndarray) -> list[np.ndarray]:
         """For each group (rows idx[gs:ge], all assigned to centre a[gs]) the new centres that may lower some m."""
@@ -509,7 +565,7 @@ class _LazyGreedy:
         idx = idx[~self.ex[idx]]
         for lo in range(0, len(idx), self.rows.chunk_size):
             chunk = idx[lo:lo + self.rows.chunk_size]
-            self.m[chunk] = self.lo[chunk] = _distances64(self.rows.host64(chunk), self.C64[self.a[chunk]])
+            self.m[chunk] = self.lo[chunk] = self.rows.distances64(chunk, self.C64, self.a[chunk])
             self.ex[chunk] = True
             self.stats["pairs_verified"] += len(chunk)
 
@@ -522,7 +578,7 @@ class _LazyGreedy:
             chunk = idx[lo:lo + rows.chunk_size]  # (n,)
             s_chunk = self.s[chunk]
             x32 = rows.device32(chunk)  # (n, d)
-            xn = (x32 * x32).sum(1)  # (n,)
+            xn = rows.xn[torch.as_tensor(chunk, device=dev)]  # (n,)
             m_chunk = torch.from_numpy(self.m[chunk]).to(dev)  # (n,) float64
             self.stats["rows_streamed"] += len(chunk)
             for b0 in range(0, len(cols), _CENTRE_BLOCK):
@@ -572,7 +628,7 @@ class _LazyGreedy:
         pend = np.unique(rows_i[~self.ex[rows_i]])
         if len(pend):
             self.verify(pend)
-        d64 = _distances64(rows.host64(rows_i), self.C64[c])  # (n_pairs,)
+        d64 = rows.distances64(rows_i, self.C64, c)  # (n_pairs,)
         self.stats["pairs_verified"] += len(r)
         order = np.lexsort((d64, r))  # per row, its smallest verified distance first
         r, c, d64 = r[order], c[order], d64[order]
