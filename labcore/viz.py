@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,9 +39,9 @@ def _palette() -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 # UMAP with an on-disk cache
 # ----------------------------------------------------------------------------------------------------------------
-def _umap_params(random_state: int, umap_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _umap_params(random_state: int, umap_kwargs: dict[str, Any], fast: bool | None = None) -> dict[str, Any]:
     params = dict(n_neighbors=15, min_dist=0.1, metric="cosine")
-    if fast_mode():
+    if fast_mode() if fast is None else fast:
         params["n_epochs"] = 50  # fast mode: fewer optimisation epochs (UMAP's default is 200 for large data)
     params.update(umap_kwargs)
     params["random_state"] = random_state
@@ -58,16 +59,24 @@ def _fit_umap(X: np.ndarray, params: dict[str, Any]) -> np.ndarray:
         return umap.UMAP(n_components=2, **params).fit_transform(X).astype(np.float32)  # (N, 2)
 
 
-def umap_key(embeddings: np.ndarray, params: dict[str, Any]) -> str:
-    """Cache key: sha256 of the embedding bytes, shape and dtype, the UMAP parameters and umap's version."""
+def umap_key(embeddings: np.ndarray, params: dict[str, Any], with_version: bool = True) -> str:
+    """Cache key: sha256 of the embedding bytes, shape and dtype, the UMAP parameters and (for the user's cache)
+    umap's version; the shipped layouts (``with_version=False``) are a valid picture under any umap version."""
     from importlib.metadata import version
 
     X = np.ascontiguousarray(embeddings)
     h = hashlib.sha256()
-    h.update(json.dumps([list(X.shape), str(X.dtype), params, version("umap-learn")], sort_keys=True,
-                        default=str).encode())
+    h.update(json.dumps([list(X.shape), str(X.dtype), params] + ([version("umap-learn")] if with_version else []),
+                        sort_keys=True, default=str).encode())
     h.update(X.tobytes())
     return h.hexdigest()[:32]
+
+
+def shipped_layout_path(X: np.ndarray, params: dict[str, Any]) -> Path:
+    """Where ``labcore embed --ship`` puts the UMAP layout of X: ``data/embeddings/umap/<key>.npy``."""
+    from labcore.embed import SHIPPED_DIR
+
+    return SHIPPED_DIR / "umap" / f"{umap_key(np.asarray(X, np.float32), params, with_version=False)}.npy"
 
 
 def umap_2d(embeddings: np.ndarray, random_state: int = 42, cache: bool = True, **umap_kwargs: Any) -> np.ndarray:
@@ -76,8 +85,9 @@ def umap_2d(embeddings: np.ndarray, random_state: int = 42, cache: bool = True, 
     Args:
         embeddings: (N, d) vectors.
         random_state: UMAP seed; the same seed, data and parameters give the same layout.
-        cache: read/write ``$LABCORE_CACHE/umap/<key>.npy`` (default ``~/.cache/labcore``); the key covers the
-            embedding content and every parameter.
+        cache: read/write ``$LABCORE_CACHE/umap/<key>.npy`` (default ``~/.cache/labcore``), and read the layouts
+            shipped in ``data/embeddings/umap/`` (``labcore embed --ship``); the key covers the embedding content and
+            every parameter.
         **umap_kwargs: passed to ``umap.UMAP`` (defaults: n_neighbors=15, min_dist=0.1, metric="cosine";
             in fast mode, ``LABCORE_FAST=1``, n_epochs=50).
     Returns:
@@ -86,13 +96,15 @@ def umap_2d(embeddings: np.ndarray, random_state: int = 42, cache: bool = True, 
     X = np.asarray(embeddings, dtype=np.float32)
     params = _umap_params(random_state, umap_kwargs)
     path = cache_root() / "umap" / f"{umap_key(X, params)}.npy"
-    if cache and path.is_file():
-        try:
-            xy = np.load(path)
-            if xy.shape == (len(X), 2):
-                return xy
-        except (OSError, ValueError):  # a torn file: recompute
-            pass
+    # the layouts shipped in data/ (full quality, so fast mode uses them too), then the user's cache
+    for candidate in (shipped_layout_path(X, _umap_params(random_state, umap_kwargs, fast=False)), path):
+        if cache and candidate.is_file():
+            try:
+                xy = np.load(candidate)
+                if xy.shape == (len(X), 2):
+                    return xy.astype(np.float32, copy=False)
+            except (OSError, ValueError):  # a torn file: recompute
+                pass
     xy = _fit_umap(X, params)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -327,8 +327,10 @@ def test_app_module_opens_without_torch():
     assert out.stdout.strip() == "[]"
 
 
-def test_launched_app_every_endpoint(world):
+def test_launched_app_every_endpoint(world, tmp_path, monkeypatch):
     from gradio_client import Client
+
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))  # nothing embedded yet, whatever ran before
 
     from labcore.app.ui import launch
 
@@ -341,13 +343,21 @@ def test_launched_app_every_endpoint(world):
         api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
         expected = {"/status", "/load_dataset", "/select_coreset", "/select_on_budget", "/budget_unit", "/gallery",
                     "/gallery_on_open", "/gallery_on_switch", "/custom_prompt", "/chat", "/chat_submit",
-                    "/regenerate", "/stop", "/clear"}
+                    "/regenerate", "/stop", "/clear", "/open_selection", "/cancel_load", "/select_on_k"}
         assert set(api) == expected
 
         assert "Adapters" in client.predict(api_name="/status")
+        # on open, a file whose embeddings are not cached is not embedded: the user is told to press Load
+        opened = client.predict(str(world.data), 4, "count", 3, api_name="/open_selection")
+        assert "Press **Load**" in opened[-1] and opened[1] == {"__type__": "update"}  # the map is left as it is
+        assert "Cancelling" in client.predict(api_name="/cancel_load")
         task_update, status = client.predict(str(world.data), api_name="/load_dataset")
         assert "120 records" in status and task_update["value"] in TASKS
-        for name in ("/select_coreset", "/select_on_budget"):
+        # now it is embedded and laid out: opening draws the map of the largest task at once
+        task_update, fig_map, fig_radius, table, summary = client.predict(str(world.data), 4, "count", 3,
+                                                                          api_name="/open_selection")
+        assert task_update["value"] in TASKS and fig_map["type"] == "plotly" and len(table["data"]) == 3
+        for name in ("/select_coreset", "/select_on_budget", "/select_on_k"):
             fig_map, fig_radius, table, summary = client.predict(str(world.data), "tips", 4, "count", 3,
                                                                  api_name=name)
             assert len(table["data"]) == 3 and "3 of 32" in summary and fig_map["type"] == "plotly"

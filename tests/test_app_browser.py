@@ -99,8 +99,10 @@ def test_tabs_chat_and_screenshot(app_url, tmp_path):
             page.get_by_text("labcore — efficient alignment, hands on").wait_for(timeout=60_000)
             assert "raft-helpful" in page.locator("#labcore-status").inner_text()
 
+            # with an empty cache (a fresh clone), the tab shows the shipped set's map and core-set on open
             page.get_by_role("tab", name="Data selection").click()
-            page.get_by_text("Press Load to embed the instruction set.").wait_for(timeout=30_000)
+            page.locator("#selection-status").get_by_text("35307 examples in 32 clusters").wait_for(timeout=60_000)
+            page.locator("#selection-map .js-plotly-plot").first.wait_for(timeout=30_000)  # the map is drawn
 
             page.get_by_role("tab", name="Before / after").click()  # opening the tab builds the gallery
             page.get_by_text("held-out prompts, 3 policies").wait_for(timeout=60_000)

@@ -252,3 +252,24 @@ def test_run_select_writes_ranked_train_records(tmp_path, monkeypatch, capsys):
     assert "selected 5 of 22" in capsys.readouterr().out
     with pytest.raises(ValueError, match="tasks present"):
         run_select(data_path, "nope", 5, out, n_clusters=4, progress=False)
+
+
+def test_kmeans_sample_init_is_seeded_and_close_to_full(monkeypatch):
+    """init="sample": the same seed gives the same clusters; the inertia is close to k-means++ on all points."""
+    from labcore import coreset
+
+    monkeypatch.setattr(coreset, "KMEANS_SAMPLE", 300)  # N = 1200 > the sample, so the sample path runs
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((10, 16))
+    X = (centres[rng.integers(10, size=1200)] + 0.3 * rng.standard_normal((1200, 16))).astype(np.float32)
+
+    def inertia(fit):
+        return float(((X - fit.centroids[fit.labels]) ** 2).sum())
+
+    a = fit_kmeans(X, n_clusters=10, random_state=3, init="sample")
+    b = fit_kmeans(X, n_clusters=10, random_state=3, init="sample")
+    np.testing.assert_array_equal(a.labels, b.labels)
+    full = fit_kmeans(X, n_clusters=10, random_state=3)
+    assert inertia(a) <= 1.02 * inertia(full)
+    with pytest.raises(ValueError, match="init"):
+        fit_kmeans(X, n_clusters=10, init="random-ish")

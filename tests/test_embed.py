@@ -128,3 +128,67 @@ def test_chunks_are_cached_as_they_finish(monkeypatch):
     assert [len(c) for c in calls] == [2, 2, 1]
     assert len(list(EmbeddingCache("minilm", 256).dir.glob("*.npz"))) == 3
     np.testing.assert_allclose(e, embed_texts(TEXTS + ["one more"], progress=False, cache=False), atol=1e-5)
+
+
+def test_length_buckets_equal_one_text_at_a_time(monkeypatch):
+    """Token-budget batches of different sizes (1, 2, 3 texts) give what embedding each text alone gives."""
+    texts = TEXTS + ["tiny", "a b c d e f g h i j k l m n o p"]
+    tok, _ = embed.load_encoder("minilm", "cpu")
+    longest = max(len(x) for x in tok(texts, truncation=True, max_length=256)["input_ids"])
+    e = embed_texts(texts, cache=False, progress=False, tokens_per_batch=2 * longest)
+    single = np.stack([embed_texts([t], cache=False, progress=False)[0] for t in texts])
+    np.testing.assert_allclose(e, single, atol=2e-5)
+
+
+def test_cancel_keeps_what_was_embedded(monkeypatch):
+    import threading
+
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(done, total, eta):  # cancel after the first batch
+        seen.append((done, total))
+        assert eta >= 0
+        cancel.set()
+
+    with pytest.raises(embed.EmbeddingCancelled, match="1 of 4"):
+        embed_texts(TEXTS, progress=False, batch_size=1, cancel=cancel, on_progress=on_progress)
+    assert seen == [(1, 4)]
+    calls = _count_encode(monkeypatch)
+    e = embed_texts(TEXTS, progress=False)  # embeds only the 3 texts not reached, then returns all 4
+    assert len(calls) == 1 and len(calls[0]) == 3
+    np.testing.assert_allclose(e, embed_texts(TEXTS, progress=False, cache=False), atol=1e-5)
+
+
+def test_int8_is_close_but_cached_apart():
+    e32 = embed_texts(TEXTS, progress=False)
+    e8 = embed_texts(TEXTS, progress=False, quantize="int8")
+    cos = (e32 * e8).sum(1)
+    assert (cos > 0.9).all() and not np.array_equal(e32, e8), cos  # a different model variant, close to float32
+    assert EmbeddingCache("minilm", 256, quantize="int8").dir != EmbeddingCache("minilm", 256).dir
+    with pytest.raises(ValueError, match="quantize"):
+        embed_texts(TEXTS, progress=False, quantize="int4")
+
+
+def test_shipped_embeddings_match_the_encoder():
+    """The float16 rows shipped in data/embeddings are what the encoder computes (a sample re-embedded)."""
+    from labcore.coreset import example_text, load_instruction_set
+
+    shard = embed.SHIPPED_DIR / embed.model_cache_id("minilm", 256) / "instructions-train.npz"
+    assert shard.is_file(), "run: labcore embed --ship"
+    with np.load(shard) as z:
+        keys, emb = z["keys"], z["emb"]
+    assert emb.dtype == np.float16 and emb.shape == (len(keys), 384)
+    records = [r for r in load_instruction_set(embed.DATA_DIR / "instructions.jsonl.gz") if r["split"] == "train"]
+    texts = list(dict.fromkeys(example_text(r) for r in records))
+    assert len(texts) == len(keys)
+    row_of = {k.tobytes(): i for i, k in enumerate(keys)}
+    sample = [texts[i] for i in np.random.default_rng(0).choice(len(texts), 24, replace=False)]
+    fresh = embed_texts(sample, cache=False, progress=False)  # (24, 384) float32 from the encoder
+    shipped = emb[[row_of[text_key(t)] for t in sample]].astype(np.float32)
+    np.testing.assert_allclose(shipped, fresh, atol=1e-3)
+    # embed_texts serves them from the shipped file (renormalised), without running the encoder
+    served = embed_texts(sample, progress=False)
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-6)
+    assert (served * fresh).sum(1).min() > 0.99999
+    np.testing.assert_allclose(served, shipped / np.linalg.norm(shipped, axis=1, keepdims=True), rtol=1e-6)

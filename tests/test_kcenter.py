@@ -145,6 +145,20 @@ def test_identical_to_reference(metric, data):
     assert_same_as_reference(X, 150, [int(rng.integers(1500))], metric)
 
 
+@pytest.mark.parametrize("call_pairs", [0, 1 << 40])
+@pytest.mark.parametrize("data", ["random", "clustered"])
+def test_identical_whether_groups_are_joined_or_not(monkeypatch, call_pairs, data):
+    """Large refreshes join groups into one screening call by a cost model; never joining (0) and always joining
+    (a huge call cost) must both give the reference's picks and distances."""
+    from labcore import kcenter
+
+    monkeypatch.setattr(kcenter, "_CALL_PAIRS", call_pairs)
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((4000, 32)) if data == "random" else clustered(4000, 32, 40, 0.3, seed=12)
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    assert_same_as_reference(X, 80, [5], chunk_size=1024)
+
+
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_identical_with_exact_ties_and_duplicates(metric):
     # an integer grid has many exactly equal distances; every row appears 3 times, in shuffled order;

@@ -4,10 +4,15 @@ Chen et al. 2023, "Maybe Only 0.5% Data is Needed: A Preliminary Exploration of 
 Tuning", arXiv 2305.09246. The method is ``labcore.coreset.select_coreset`` (steps 2-5: K-means over all tasks,
 distribution centre, task centre, KCenterGreedy); the pictures are ``labcore.viz``. This module only caches:
 
-- per dataset: its records, their embeddings (``labcore.embed.embed_texts``, also cached on disk: embedding the
-  ~35k training examples with MiniLM takes minutes on a CPU the first time) and the 2-D UMAP layout
-  (``labcore.viz.umap_2d``, cached on disk);
-- per (dataset, K): the K-means fit (``labcore.coreset.fit_kmeans``).
+- per dataset: its records, their embeddings (``labcore.embed.embed_texts``, also cached on disk) and the 2-D UMAP
+  layout (``labcore.viz.umap_2d``, cached on disk). For the shipped instruction set both come with the repository
+  (``labcore embed --ship`` made them: MiniLM, mean pooling, L2-normalised, stored as float16), so the tab draws
+  its first map on open, in seconds, without running the encoder. Any other file is embedded on *Load*, with a
+  progress bar and an ETA; *Cancel* stops it after the current batch and keeps what was embedded in the cache;
+- per (dataset, K): the K-means fit (``labcore.coreset.fit_kmeans`` with ``init="sample"``: k-means++ on a seeded
+  8,000-point sample, then Lloyd on all points; about a second at N = 35k, and the same K always gives the same
+  clusters; ``labcore select --kmeans sample`` reproduces them);
+- per (dataset, task, K, budget): the figures, so a class opening the tab at once costs one selection.
 
 So moving the budget slider re-runs only the per-task steps 3-5 and the baselines, on cached embeddings. The map
 draws at most ``MAX_MAP_POINTS`` points: every example of the target task and a fixed random sample of the others
@@ -91,7 +96,10 @@ class SelectionHandlers:
         self.embed_model, self.split, self.random_state = embed_model, split, random_state
         self._sets: dict[str, LoadedSet] = {}
         self._kmeans: dict[tuple[str, int], Any] = {}
+        self._views: dict[tuple, tuple] = {}  # (path, task, K, budget) -> the outputs of ``select``
+        self._embedded: dict[str, np.ndarray] = {}  # embeddings read by ``instant``, for ``dataset``
         self._lock = threading.Lock()  # one load / fit at a time (both are CPU-heavy)
+        self.cancel = threading.Event()  # set by the Cancel button: stops an embedding after the current batch
         self.last_timings: dict[str, float] = {}
         """Seconds spent in the steps of the last ``select`` call (``select``, ``plots``, ``kmeans``)."""
 
@@ -120,7 +128,17 @@ class SelectionHandlers:
                     note = f"no {self.split!r} split in the file: all {len(records)} records used"
             _say(progress, 0.05, f"embedding {len(records)} examples with {self.embed_model} "
                                  "(minutes on a CPU the first time; cached on disk afterwards)")
-            emb = embed_texts([example_text(r) for r in records], model=self.embed_model, progress=True)
+
+            def tick(done: int, total: int, eta: float) -> None:
+                _say(progress, 0.05 + 0.75 * done / total,
+                     f"embedding with {self.embed_model}: {done:,} of {total:,} new texts, about {eta:.0f} s left "
+                     "(Cancel keeps what is done)")
+
+            self.cancel.clear()
+            emb = self._embedded.pop(key, None)
+            if emb is None or len(emb) != len(records):
+                emb = embed_texts([example_text(r) for r in records], model=self.embed_model, progress=True,
+                                  cancel=self.cancel, on_progress=tick)
             _say(progress, 0.8, f"UMAP 2-D map of {len(records)} points (slow the first time; cached on disk)")
             xy = umap_2d(emb, random_state=self.random_state)
             self._sets[key] = LoadedSet(path=key, records=records, embeddings=emb, xy=xy, note=note)
@@ -136,8 +154,48 @@ class SelectionHandlers:
             with self._lock:
                 if key not in self._kmeans:
                     self._kmeans[key] = fit_kmeans(data.embeddings, n_clusters=int(n_clusters),
-                                                   random_state=self.random_state)
+                                                   random_state=self.random_state, init="sample")
         return self._kmeans[key]
+
+    def instant(self, path: str) -> bool:
+        """True if ``path`` opens without running the encoder or UMAP (in memory, or embedded and laid out on
+        disk: the shipped set on a fresh clone), so the tab may draw it on open."""
+        key = str(Path(path).expanduser().resolve())
+        if key in self._sets:
+            return True
+        if not Path(key).is_file():
+            return False
+        from labcore.coreset import example_text, load_instruction_set
+        from labcore.embed import EmbeddingCache, text_key
+        from labcore import cache_root
+        from labcore.viz import _umap_params, shipped_layout_path, umap_key
+
+        records = load_instruction_set(key)
+        part = [r for r in records if r.get("split") == self.split] if self.split is not None else records
+        records = part or records
+        keys = list(dict.fromkeys(text_key(example_text(r)) for r in records))
+        emb, found = EmbeddingCache(self.embed_model, 256).lookup(keys)
+        if emb is None or not found.all():
+            return False
+        from labcore.embed import embed_texts
+
+        X = embed_texts([example_text(r) for r in records], model=self.embed_model, progress=False)
+        self._embedded[key] = X  # dataset() takes it from here
+        return shipped_layout_path(X, _umap_params(self.random_state, {}, fast=False)).is_file() or \
+            (cache_root() / "umap" / f"{umap_key(X, _umap_params(self.random_state, {}))}.npy").is_file()
+
+    def open_view(self, path: str, n_clusters: int = 32, unit: str = BUDGET_UNITS[0], value: float = 0.5,
+                  progress: Any = None):
+        """The first view on opening the tab: load ``path`` and select a core-set of its largest task, if that
+        needs no encoder run (``instant``); else None (the user presses *Load*).
+
+        Returns:
+            None, or (task names, default task, map figure, radius figure, table, status markdown).
+        """
+        if not self.instant(path):
+            return None
+        tasks, default, _ = self.load(path, progress)
+        return (tasks, default) + tuple(self.select(path, default, n_clusters, unit, value, progress))
 
     # -- handlers ----------------------------------------------------------------------------------------------------
     def load(self, path: str, progress: Any = None) -> tuple[list[str], str | None, str]:
@@ -180,6 +238,9 @@ class SelectionHandlers:
         if task not in counts:
             raise ValueError(f"task {task!r} not in {Path(data.path).name}; tasks: {', '.join(counts)}")
         k = budget_count(unit, value, counts[task])
+        view_key = (data.path, task, int(n_clusters), k)
+        if view_key in self._views:
+            return self._views[view_key]
         t0 = time.perf_counter()
         if (data.path, int(n_clusters)) not in self._kmeans:
             _say(progress, 0.5, f"K-means with K = {int(n_clusters)} on {len(data.records)} examples "
@@ -213,6 +274,7 @@ class SelectionHandlers:
             + (f", K-means {self.last_timings['kmeans']:.1f} s (now cached for K = {len(res.centroids)})"
                if self.last_timings["kmeans"] > 0.05 else " (K-means from the cache)") + "."
         )
+        self._views[view_key] = (fig_map, fig_radius, table, summary)
         return fig_map, fig_radius, table, summary
 
 

@@ -36,10 +36,11 @@ INTRO = """# labcore — efficient alignment, hands on
 Core-set selection of instruction data (Chen et al. 2023, arXiv 2305.09246), and a tiny model aligned with
 RAFT (arXiv 2304.06767) and RRHF (arXiv 2304.05302), side by side."""
 
-SELECTION_HELP = """Pick an instruction set and a target task, then **Load** (embeds every training example with
-all-MiniLM-L6-v2: several minutes on a CPU the first time for the ~35k examples of the tiny world, then cached on
-disk, as is the UMAP map) and **Select**. Moving the budget slider re-runs only the per-task steps on the cached
-embeddings and K-means fit. The map is for the eye; every distance of the method is in the 384-d embedding space."""
+SELECTION_HELP = """The shipped instruction set opens with its map, K-means clusters and a core-set of its largest
+task: its all-MiniLM-L6-v2 embeddings (mean pooling, L2-normalised) and UMAP layout come with the repository
+(`labcore embed --ship`). Change the task, **k** (re-clusters in about a second) or the budget; for another JSONL
+file press **Load** (it is embedded once, with progress and ETA, then cached on disk; **Cancel** keeps what is done).
+The map is for the eye; every distance of the method is in the 384-d embedding space."""
 
 COMPARE_HELP = """Held-out prompts answered by the base model and by each RAFT / RRHF adapter found in
 `data/models/`. Rewards: `gold` (the tiny world's rubric) and the learned reward model `rm` for dialogues,
@@ -105,6 +106,21 @@ def build_demo(config: AppConfig) -> gr.Blocks:
             raise ValueError("choose a target task first (press Load to list the tasks)")
         return selection.select(path, task, int(n_clusters), unit, float(value), progress)
 
+    def open_selection(path: str, n_clusters: float, unit: str, value: float, progress=gr.Progress()):
+        try:
+            view = selection.open_view(path, int(n_clusters), unit, float(value), progress)
+        except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:  # the page still opens
+            return gr.update(), gr.update(), gr.update(), gr.update(), f"Could not open {path}: {err}"
+        if view is None:
+            return (gr.update(), gr.update(), gr.update(), gr.update(),
+                    "Press **Load** to embed the instruction set (once; cached on disk afterwards).")
+        tasks, default, fig_map, fig_radius, table, summary = view
+        return gr.update(choices=tasks, value=default), fig_map, fig_radius, table, summary
+
+    def cancel_load():
+        selection.cancel.set()
+        return "Cancelling after the current batch; what is embedded stays cached."
+
     def budget_unit(unit: str):
         if unit == BUDGET_UNITS[0]:
             return gr.update(minimum=0.1, maximum=20.0, step=0.1, value=0.5, label="budget (% of the task)")
@@ -151,14 +167,15 @@ def build_demo(config: AppConfig) -> gr.Blocks:
                     data = gr.Dropdown([config.data], value=config.data, allow_custom_value=True, scale=4,
                                        label="instruction set (the tiny world's, or a JSONL path)")
                     load_btn = gr.Button("Load", scale=1, elem_id="selection-load")
+                    cancel_btn = gr.Button("Cancel", scale=1, elem_id="selection-cancel")
                 with gr.Row():
                     task = gr.Dropdown([], label="target task", allow_custom_value=False, scale=2)
                     n_clusters = gr.Slider(2, 96, value=32, step=1, label="K-means k", scale=2)
                     unit = gr.Radio(list(BUDGET_UNITS), value=BUDGET_UNITS[0], label="budget unit", scale=1)
                     budget = gr.Slider(0.1, 20.0, value=0.5, step=0.1, label="budget (% of the task)", scale=2)
                     select_btn = gr.Button("Select", variant="primary", scale=1, elem_id="selection-select")
-                sel_status = gr.Markdown("Press **Load** to embed the instruction set.")
-                map_plot = gr.Plot(label="K-means clusters (UMAP 2-D) and the core-set")
+                sel_status = gr.Markdown("Opening the shipped instruction set…", elem_id="selection-status")
+                map_plot = gr.Plot(label="K-means clusters (UMAP 2-D) and the core-set", elem_id="selection-map")
                 radius_plot = gr.Plot(label="covering radius vs budget")
                 sel_table = gr.Dataframe(label="selected examples, in pick order", wrap=True, max_height=420)
 
@@ -204,8 +221,12 @@ def build_demo(config: AppConfig) -> gr.Blocks:
         # -- events --------------------------------------------------------------------------------------------------
         demo.load(app_status, None, status, api_name="status", queue=False)
         load_btn.click(load_dataset, [data], [task, sel_status], api_name="load_dataset", **select_kw)
+        cancel_btn.click(cancel_load, None, [sel_status], api_name="cancel_load", queue=False)
         sel_inputs = [data, task, n_clusters, unit, budget]
         sel_outputs = [map_plot, radius_plot, sel_table, sel_status]
+        demo.load(open_selection, [data, n_clusters, unit, budget], [task] + sel_outputs, api_name="open_selection",
+                  **select_kw)
+        n_clusters.release(select_coreset, sel_inputs, sel_outputs, api_name="select_on_k", **select_kw)
         select_btn.click(select_coreset, sel_inputs, sel_outputs, api_name="select_coreset", **select_kw)
         budget.release(select_coreset, sel_inputs, sel_outputs, api_name="select_on_budget", **select_kw)
         unit.change(budget_unit, [unit], [budget], api_name="budget_unit", queue=False)
