@@ -1,4 +1,4 @@
-"""Continuous batching (``labcore.generation.BatchDecoder``): rows that join a running batch, leave it early or are
+"""Continuous batching (``labcore.batching.BatchDecoder``): rows that join a running batch, leave it early or are
 removed get, greedy, exactly the tokens ``stream_generate`` gives each of them alone, on GPT-2 (learned positions),
 GPT-NeoX and Llama (rotary positions, as SmolLM2), with and without mixed LoRA adapters."""
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labcore.generation import BatchDecoder, DecodeRow, stream_batch, stream_generate
+from labcore.batching import BatchDecoder, DecodeRow
+from labcore.generation import stream_batch, stream_generate
 
 PROMPTS = ["\n\nHuman: How do I water a tomato plant?\n\nAssistant:",
            "\n\nHuman: hi\n\nAssistant:",
