@@ -422,6 +422,37 @@ def test_votes_round_trip_through_load_preferences(world, hub, tmp_path):
                                              first["rejected"]], "scores": [1.0, 0.0]}
 
 
+def test_votes_train_the_reward_model_and_rrhf_from_the_command_line(world, hub, tmp_path, monkeypatch):
+    """Done-when: a vote file is preference data that `labcore train-rm` and `labcore rrhf` accept."""
+    from labcore.app.votes import VoteLog
+    from labcore.cli import main
+
+    monkeypatch.setenv("LABCORE_FAST", "1")
+    log = VoteLog(tmp_path / "votes.jsonl")
+    chat = ChatHandlers(hub, votes=log, rate_limit=0)
+    for i, choice in enumerate(["right", "left", "right", "tie", "right", "left"]):
+        req = SimpleNamespace(session_hash=f"cli{i}")
+        _, hb, ha, _ = _last(chat.send(f"How do I fix thing number {i}?", [], [], "raft-helpful", temperature=0.0,
+                                       max_new_tokens=6, request=req))
+        chat.vote(hb, ha, "raft-helpful", choice, request=req)
+    with pytest.warns(UserWarning, match="1 'tie' votes"):
+        report = main(["train-rm", "--train", str(log.path), "--test", "", "--out", str(tmp_path / "rm"),
+                       "--epochs", "2", "--no-analysis", "--no-progress", "--device", "cpu"])
+    assert report["train_file"].endswith("votes.jsonl") and len(report["fit"]["history"]) == 2
+    from labcore.reward_model import load_reward_model
+
+    rm = load_reward_model(tmp_path / "rm", device="cpu")
+    assert rm(["\n\nHuman: hi\n\nAssistant:"], [" hello"]).shape == (1,)
+    with pytest.warns(UserWarning, match="1 'tie' votes"):
+        rows = main(["rrhf", "--preset", "tiny-helpful", "--data", str(log.path), "--out", str(tmp_path / "rrhf"),
+                     "--set", f"model={world.model_dir}", "reward=gold", "runtime.device=cpu", "runtime.threads=1"])
+    assert rows and (tmp_path / "rrhf" / "final" / "adapter_config.json").is_file()
+    from labcore.datasets import load_rrhf
+
+    trained_on = load_rrhf(tmp_path / "rrhf" / "data_1.jsonl")
+    assert len(trained_on) == 5 and all(r["scores"] == [1.0, 0.0] for r in trained_on)
+
+
 def test_vote_file_survives_a_cut_write(tmp_path):
     from labcore.app.votes import VoteLog
     from labcore.datasets import DataFormatError, read_jsonl
