@@ -379,6 +379,8 @@ def add_app_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="longer chat messages are cut")
     parser.add_argument("--rate-limit", type=int, default=d.rate_limit,
                         help="chat messages per user session per minute (0: no limit)")
+    parser.add_argument("--chat-concurrency", type=int, default=d.chat_concurrency,
+                        help="chat events in progress at once (each waits on the generation worker)")
     parser.add_argument("--no-preload", action="store_true", help="load the model on first use only")
     return parser
 
@@ -390,7 +392,8 @@ def run_app(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
                        preload=not args.no_preload, out=args.out, serve=args.serve,
                        max_batch_rows=args.max_batch_rows, max_waiting=args.max_waiting,
                        max_new_tokens_cap=args.max_new_tokens_cap, max_history_turns=args.max_history_turns,
-                       max_input_chars=args.max_input_chars, rate_limit=args.rate_limit)
+                       max_input_chars=args.max_input_chars, rate_limit=args.rate_limit,
+                       chat_concurrency=args.chat_concurrency)
     return launch(config, host=args.host, port=args.port, share=args.share, block=block,
                   auth=parse_auth(args.auth) or None)
 
