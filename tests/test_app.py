@@ -631,6 +631,9 @@ def test_launched_app_every_endpoint(world, tmp_path):
         assert download["label"] == "Download votes (1)"  # the button now offers the file, with the vote in it
         assert json.loads(open(download["value"]).read())["choice"] == "right"
         (pair,) = load_preferences(tmp_path / "out" / "votes.jsonl")
+        (record,) = [json.loads(line) for line in (tmp_path / "out" / "votes.jsonl").read_text().splitlines()]
+        # the session's last answer is recognised through Gradio's round trip: its settings are in the record
+        assert record["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 5}
         assert pair["chosen"].strip() == message_text(ha2[-1]).strip()
         assert pair["rejected"].strip() == message_text(hb2[-1]).strip()
         assert client.predict(api_name="/stop") == "Nothing to stop."
