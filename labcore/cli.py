@@ -271,7 +271,8 @@ class MethodArgs:
     out: str | None = _opt(None, "run folder (default: runs/METHOD-PRESET)")
     resume: bool = _opt(False, "continue from OUT (its checkpoint / finished rounds)")
     data: str | None = _opt(None, "a local file standing in for an online task's Hub dataset (its last rows are "
-                                  "held out); for rrhf also an RRHF JSONL (query/responses/scores) to train on")
+                                  "held out); for rrhf also an RRHF JSONL (query/responses/scores) or preference "
+                                  "pairs (prompt/chosen/rejected, e.g. the app's votes.jsonl) to train on")
     set: list[str] = _opt([], SET_HELP, metavar="FIELD=VALUE", action="extend")
 
 
@@ -296,15 +297,16 @@ def run_raft(a: MethodArgs) -> list[dict]:
     return rows
 
 
-def _is_rrhf_file(path: str | None) -> bool:
+def _data_format(path: str | None) -> str | None:
+    """The format of the first record of ``--data`` ("rrhf", "preference", ...; None: none of labcore's)."""
     from labcore.datasets import detect_format, iter_records
 
     for _, rec in iter_records(path) if path else ():
         try:
-            return detect_format(rec) == "rrhf"
+            return detect_format(rec)
         except ValueError:  # e.g. IMDB rows {"text", "label"}
-            return False
-    return False
+            return None
+    return None
 
 
 def run_rrhf(a: MethodArgs) -> list[dict]:
@@ -314,10 +316,19 @@ def run_rrhf(a: MethodArgs) -> list[dict]:
     from labcore.runs import fmt, markdown_table
 
     config = _method_config(RRHFConfig, a)
-    rrhf_file = _is_rrhf_file(a.data)
-    data = prepare(config, data=None if rrhf_file else a.data)
+    kind = _data_format(a.data)
+    records = None
+    if kind == "rrhf":
+        records = load_rrhf(a.data)
+    elif kind == "preference":  # e.g. the app's votes.jsonl: each pair a query with two ranked responses
+        from labcore.datasets import load_preferences, preferences_to_rrhf
+
+        records = preferences_to_rrhf(load_preferences(a.data))
+        if not records:
+            raise ValueError(f"{a.data}: no preference pair to train on (ties and 'both bad' votes are skipped)")
+    data = prepare(config, data=None if records is not None else a.data)
     out = Path(a.out or f"runs/rrhf-{a.preset}")
-    rows = rrhf_pipeline(config, out, data, records=load_rrhf(a.data) if rrhf_file else None, resume=a.resume)
+    rows = rrhf_pipeline(config, out, data, records=records, resume=a.resume)
     print(markdown_table(["run", "row", "eval reward", "gold", "perplexity", "distinct-2", "rank acc"],
                          [[a.preset, f"round {r['iteration']}, step {r['step']}", fmt(r.get("eval_reward")),
                            fmt(r.get("gold")), fmt(r.get("ppl"), 2), fmt(r.get("distinct_2")), fmt(r.get("rank_acc"))]

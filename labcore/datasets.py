@@ -6,7 +6,8 @@ Formats (one JSON object per line in ``.jsonl`` / ``.jsonl.gz``, or a JSON list 
 format             fields                                                 origin
 =================  ====================================================  ==================================
 ``hh``             ``chosen``, ``rejected``: full transcripts              Anthropic HH-RLHF
-``preference``     ``prompt``, ``chosen``, ``rejected``                    TRL preference (explicit prompt)
+``preference``     ``prompt``, ``chosen``, ``rejected``                    TRL preference (explicit prompt);
+                                                                          the app's ``votes.jsonl`` too
 ``rrhf``           ``query``, ``responses`` [str], ``scores`` [float]      RRHF reference code
 ``prompt``         ``prompt``                                              TRL prompt-only
 ``completion``     ``prompt``, ``completion``                              TRL prompt-completion
@@ -164,8 +165,15 @@ def detect_format(rec: dict) -> str:
     raise ValueError(f"unknown record format with fields {sorted(keys)}")
 
 
+UNDECIDED_VOTES = ("tie", "both bad")
+"""Votes of the app (``choice`` field of ``votes.jsonl``) that prefer neither answer: kept in the file, skipped here."""
+
+
 def read_preferences(path: str | Path) -> tuple[list[dict], LoadReport]:
-    """Preference pairs from an HH-RLHF or TRL preference file.
+    """Preference pairs from an HH-RLHF or TRL preference file, or the app's ``votes.jsonl``.
+
+    A vote record (``labcore.app.votes``) is a TRL record with a ``choice``; "tie" and "both bad" prefer neither
+    answer and are skipped (counted in the report).
 
     Returns:
         (records with ``prompt``, ``chosen``, ``rejected`` — the two final responses — and the load report).
@@ -173,6 +181,9 @@ def read_preferences(path: str | Path) -> tuple[list[dict], LoadReport]:
     report = LoadReport(str(path))
     out: list[dict] = []
     for line, rec in iter_records(path):
+        if rec.get("choice") in UNDECIDED_VOTES:
+            report.skipped[f"'{rec['choice']}' votes"] += 1
+            continue
         if "prompt" in rec:  # TRL preference, explicit prompt
             prompt = _str_field(path, line, rec, "prompt")
             chosen = _str_field(path, line, rec, "chosen")
@@ -201,10 +212,18 @@ def _split_field(path, line, rec, name) -> tuple[str, str]:
 
 
 def load_preferences(path: str | Path) -> list[dict]:
-    """``prompt``/``chosen``/``rejected`` dicts from HH-RLHF or TRL files; warns once with the skip counts."""
+    """``prompt``/``chosen``/``rejected`` dicts from HH-RLHF or TRL files or the app's votes; warns once with the
+    skip counts (empty responses, mismatched HH prompts, tie / both-bad votes)."""
     records, report = read_preferences(path)
     report.warn()
     return records
+
+
+def preferences_to_rrhf(records: list[dict]) -> list[dict]:
+    """Preference pairs as RRHF records: the prompt is the query, its two responses ranked by scores 1 (chosen) and
+    0 (rejected) — RRHF's ranking loss (Yuan et al. 2023, arXiv 2304.05302, Eq. 2) with k = 2 is then a hinge on the
+    pair, and L_ft fine-tunes on the chosen answer."""
+    return [{"query": r["prompt"], "responses": [r["chosen"], r["rejected"]], "scores": [1.0, 0.0]} for r in records]
 
 
 def load_rrhf(path: str | Path) -> list[dict]:
@@ -269,4 +288,4 @@ def load_prompts(path: str | Path, field_name: str | None = None) -> list[dict]:
 
 
 __all__ = ["DataFormatError", "LoadReport", "iter_records", "write_jsonl", "append_jsonl", "read_jsonl", "split_transcript", "detect_format",
-           "read_preferences", "load_preferences", "load_rrhf", "load_prompts", "HUMAN", "ASSISTANT"]
+           "read_preferences", "load_preferences", "preferences_to_rrhf", "load_rrhf", "load_prompts", "HUMAN", "ASSISTANT"]

@@ -303,9 +303,11 @@ def stream_batch(
 
     The chat's two panes (base model and aligned adapter) are two rows of one batch: with a peft model,
     ``adapter_names`` gives each row its adapter (peft's mixed-adapter batches; ``"__base__"`` = the adapter off),
-    so one pass of the shared base weights serves both panes. Rows are left-padded with explicit position ids; each
-    row samples from its own seeded generator, so a row's tokens are those :func:`stream_generate` would give it
-    alone (greedy: identical up to float rounding). A finished row stays in the batch, masked, until all finish.
+    so one pass of the shared base weights serves both panes. A ``labcore.batching.BatchDecoder`` whose rows all join
+    at once:
+    left-padded with explicit position ids, each row sampling from its own seeded generator, so a row's tokens are
+    those :func:`stream_generate` would give it alone (greedy: identical up to float rounding). A finished row leaves
+    the batch at once.
 
     Args:
         adapter_names: one peft adapter name per row (``"__base__"`` for none), or None (the model as it is).
@@ -315,65 +317,25 @@ def stream_batch(
     Yields:
         after every step, one :class:`StreamState` per row (the last yield has every row ``finished`` or cut short).
     """
+    from labcore.batching import BatchDecoder, DecodeRow
+
     B = len(prompts)
     if B == 0:
         return
-    device = next(model.parameters()).device
     seeds = list(seeds) if seeds is not None else [None] * B
-    gens = []
-    for seed in seeds:
-        g = torch.Generator(device="cpu")
-        g.manual_seed(seed if seed is not None else torch.seed() % 2**63)
-        gens.append(g)
-    context = max_positions(model)
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if context:
-        ids = [_truncate_left(x, context - max_new_tokens) for x in ids]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(x) for x in ids)
-    input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)  # (B, T)
-    attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)  # (B, T)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-    stop_ids = {tokenizer.eos_token_id, *((turn_marker_ids(tokenizer) or []) if stop_at_turn else [])}
-    cut_tags = stop_at_turn and not prompt_format(tokenizer).template  # HH speaker tags (a template's end is a token)
-    extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
-    arg, attr = cache_kwarg(model)
-    cache = None
-    new: list[list[int]] = [[] for _ in range(B)]
-    states = [StreamState() for _ in range(B)]
-    lock = lock or threading.Lock()
-    for _ in range(max_new_tokens):
-        if stop_event is not None and stop_event.is_set():
-            break
-        with lock:
-            out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                        **({arg: cache} if cache is not None else {}), **extra)
-        cache = getattr(out, attr)
-        logits = out.logits[:, -1].float().cpu()  # (B, V)
-        step = []
-        for row in range(B):
-            state = states[row]
-            if state.finished:
-                step.append(pad_id)
-                continue
-            next_id = sample_token(logits[row], temperature, top_k, top_p, gens[row])
-            step.append(next_id)
-            if next_id in stop_ids:
-                state.finished = True
-                continue
-            new[row].append(next_id)
-            text = tokenizer.decode(new[row], skip_special_tokens=True)
-            if cut_tags:
-                text, ended = cut_turn(text)
-                state.finished = ended
-            state.text, state.num_tokens = text, len(new[row])
-        done = torch.tensor([s.finished for s in states], device=device)
-        if bool(done.all()):
-            break
-        yield states
-        input_ids = torch.tensor(step, device=device)[:, None]  # (B, 1)
-        attention = torch.cat([attention, (~done).long()[:, None]], dim=1)  # finished rows: masked from now on
-        positions = positions[:, -1:] + 1
+    names = list(adapter_names) if adapter_names is not None else [None] * B
+    rows = [DecodeRow(tokenizer(p, add_special_tokens=False)["input_ids"], adapter=name,
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+            for p, name, seed in zip(prompts, names, seeds)]
+    states = [r.state for r in rows]
+    decoder = BatchDecoder(model, tokenizer, stop_at_turn=stop_at_turn, lock=lock)
+    if stop_event is None or not stop_event.is_set():
+        decoder.add(rows)
+        while len(decoder):
+            yield states
+            if stop_event is not None and stop_event.is_set():
+                break
+            decoder.step()
     yield states
 
 

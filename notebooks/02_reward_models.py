@@ -447,6 +447,56 @@ print(f"rude tail above the curt helpful answer: tiny-rm {float((r_tail > r_curt
       f"gold {float((g_tail > g_curt).float().mean()):.0%}")
 
 # %% [markdown]
+# ## 5. The class's own preference data: votes from the app
+#
+# The app's Chat tab answers every message twice — the base model on the left, an aligned adapter on the right — and
+# asks for a vote: *left is better / right is better / tie / both bad*. Each vote appends one TRL preference record
+# (`prompt`, `chosen`, `rejected`, plus the choice, the model, the adapter, the sampling settings and a timestamp) to
+# `runs/app/votes.jsonl` (`python app.py --out DIR` puts it in `DIR/`; the tab's button downloads it). Chatbot Arena
+# collects such votes for a leaderboard; here they are training data: `load_preferences` reads them like any other
+# preference file, skipping ties and "both bad" (they prefer neither answer) and saying how many it skipped.
+#
+# Without a class session behind us, the cell writes stand-in votes in the same format — held-out HH pairs, the
+# better answer shown on a random side, every 8th vote a tie — and trains this notebook's recipe on them. After a
+# class, point `votes_path` at the downloaded file (the cell uses `runs/app/votes.jsonl` once it holds 20 pairs).
+#
+# *Expected (both modes, stand-in votes):* `kept 35 records, skipped 5 (5 'tie' votes)`, `35 vote pairs`, a held-out
+# pair accuracy of 0.70 on the last 10 pairs (7 of 10: with 25 training pairs, one pair is 10 points), and the two
+# commands.
+
+# %%
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+from labcore import REPO_ROOT
+from labcore.datasets import read_preferences
+
+votes_path = REPO_ROOT / "runs" / "app" / "votes.jsonl"  # the app's default --out is runs/app
+if not votes_path.is_file() or len(read_preferences(votes_path)[0]) < 20:  # no class yet: stand-in votes
+    votes_path = Path(tempfile.mkdtemp()) / "votes.jsonl"
+    vote_rng = random.Random(1)
+    with open(votes_path, "w") as f:
+        for i, p in enumerate(vote_rng.sample(hh_test, 40)):
+            choice = "tie" if i % 8 == 7 else vote_rng.choice(["left", "right"])
+            f.write(json.dumps({"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
+                                "choice": choice, "model": "tiny", "adapter": "rrhf-helpful",
+                                "sampling": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 64}}) + "\n")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    vote_pairs = load_preferences(votes_path)
+for w in caught:
+    print("warning:", w.message)
+print(f"{len(vote_pairs)} vote pairs in {votes_path}")
+vote_rm, vote_fit = train_reward_model(vote_pairs[:-10], eval_pairs=vote_pairs[-10:], epochs=10, progress=False)
+print(f"reward model on the votes: held-out pair accuracy {vote_fit['eval_acc']:.2f} on {len(vote_pairs[-10:])} pairs")
+print("the same from the command line, and RRHF on the votes (each vote a query with two ranked answers):")
+print(f"  labcore train-rm --train {votes_path} --test '' --out runs/votes-rm --no-analysis")
+print(f"  labcore rrhf --preset tiny-helpful --data {votes_path} --out runs/rrhf-votes"
+      "   # smol-arithmetic for votes on SmolLM2")
+
+# %% [markdown]
 # ## Scale up: GPT-2 / Pythia on one GPU
 #
 # * Train the tiny-world reward model on a GPU: `labcore train-rm --device cuda --out runs/tiny-rm-gpu` (all 10,584

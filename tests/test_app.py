@@ -221,6 +221,265 @@ def test_chat_stop_and_close_end_the_stream(hub):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The generation worker: every user's panes in one batch
+# ----------------------------------------------------------------------------------------------------------------
+class GateLock:
+    """The model lock with a gate: forward passes beyond ``allow(n)`` wait (``blocked`` names the one waiting)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cv = threading.Condition()
+        self.passes = 0
+        self.allowed = float("inf")
+        self.blocked = 0
+
+    def allow(self, n: float) -> None:
+        with self._cv:
+            self.allowed = n
+            self._cv.notify_all()
+
+    def open(self) -> None:
+        self.allow(float("inf"))
+
+    def wait_blocked(self, n: int) -> None:
+        """Wait until forward pass n is held at the gate."""
+        with self._cv:
+            assert self._cv.wait_for(lambda: self.blocked == n, 60), f"pass {n} never reached the gate"
+
+    def __enter__(self):
+        with self._cv:
+            self.passes += 1
+            n = self.passes
+            while n > self.allowed:
+                self.blocked = n
+                self._cv.notify_all()
+                self._cv.wait()
+            self.blocked = 0
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+        return False
+
+
+def _gated(hub, mode="batched", **kw):
+    """ChatHandlers on a worker of their own whose forward passes go through a GateLock."""
+    from labcore.app.worker import GenerationWorker
+
+    gate = GateLock()
+    view = SimpleNamespace(get=hub.get, lock=gate)  # all the worker uses of the hub
+    worker = GenerationWorker(view, mode=mode, **{k: v for k, v in kw.items() if k in ("max_rows", "max_waiting")})
+    chat = ChatHandlers(hub, worker, **{k: v for k, v in kw.items() if k not in ("max_rows", "max_waiting")})
+    return chat, worker, gate
+
+
+def _wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("mode", ["batched", "sequential"])
+def test_user_joining_a_running_batch_gets_the_tokens_of_generating_alone(world, hub, mode):
+    """User 2 arrives while user 1's answer is being decoded (batched: its rows join the running batch, other
+    prompt lengths, other adapter). Greedy, all four panes equal their reference models."""
+    chat, worker, gate = _gated(hub, mode)
+    msgs = {"u1": ("How do I water a tomato plant?", "raft-helpful"), "u2": ("hi", "rrhf-helpful")}
+    gate.allow(2)  # u1's prefill, one step, then the gate holds the worker
+    g1 = chat.send(msgs["u1"][0], [], [], msgs["u1"][1], temperature=0.0, max_new_tokens=12,
+                   request=SimpleNamespace(session_hash="u1"))
+    next(g1)
+    gate.wait_blocked(3)
+    g2 = chat.send(msgs["u2"][0], [], [], msgs["u2"][1], temperature=0.0, max_new_tokens=12,
+                   request=SimpleNamespace(session_hash="u2"))
+    next(g2)  # submitted while u1 is mid-answer
+    gate.open()
+    results = {"u1": _last(g1), "u2": _last(g2)}
+    if mode == "batched":
+        assert worker.stats["most_jobs"] == 2 and worker.stats["prefills"] == 2  # u2 joined u1's batch
+    else:
+        assert worker.stats["most_jobs"] == 1  # one message at a time
+    for user, (msg, adapter) in msgs.items():
+        _, hb, ha, _ = results[user]
+        prompt = f"\n\nHuman: {msg}\n\nAssistant:"
+        assert hb[-1]["content"] == _greedy_reference(world.model_dir, prompt)
+        assert ha[-1]["content"] == _greedy_reference(world.model_dir, prompt, world.models / adapter)
+    assert worker.active_rows == 0 and worker.decoder_rows == 0
+    worker.close()
+
+
+def test_disconnect_frees_its_rows_and_the_other_user_is_unchanged(world, hub):
+    chat, worker, gate = _gated(hub)
+    gate.allow(0)
+    g1 = chat.send("tell me a long story", [], [], "raft-helpful", temperature=0.0, max_new_tokens=60,
+                   request=SimpleNamespace(session_hash="leaver"))
+    next(g1)
+    gate.wait_blocked(1)  # the leaver's prefill waits at the gate
+    g2 = chat.send("What is a good warm-up?", [], [], "rrhf-helpful", temperature=0.0, max_new_tokens=12,
+                   request=SimpleNamespace(session_hash="stayer"))
+    next(g2)
+    gate.allow(2)  # the leaver's prefill, the stayer's prefill; the first step of both waits
+    gate.wait_blocked(3)
+    assert worker.decoder_rows == 4
+    g1.close()  # the client went away: Gradio closes the generator
+    gate.allow(3)  # the step in flight finishes; the next one waits
+    gate.wait_blocked(4)
+    assert worker.decoder_rows == 2  # the leaver's two rows left the batch before the next step
+    gate.open()
+    _, hb, ha, _ = _last(g2)
+    prompt = "\n\nHuman: What is a good warm-up?\n\nAssistant:"
+    assert hb[-1]["content"] == _greedy_reference(world.model_dir, prompt)
+    assert ha[-1]["content"] == _greedy_reference(world.model_dir, prompt, world.models / "rrhf-helpful")
+    _wait_until(lambda: worker.decoder_rows == 0 and worker.active_rows == 0, "an empty batch")
+    assert chat.running(SimpleNamespace(session_hash="leaver")) == 0
+    worker.close()
+
+
+def test_full_line_answers_busy_and_a_waiting_user_sees_how_many_are_ahead(hub):
+    chat, worker, gate = _gated(hub, "sequential", max_waiting=2)
+    gate.allow(0)
+    running = chat.send("first", [], [], "raft-helpful", max_new_tokens=4, request=SimpleNamespace(session_hash="a"))
+    next(running)
+    gate.wait_blocked(1)
+    second = chat.send("second", [], [], "raft-helpful", max_new_tokens=4, request=SimpleNamespace(session_hash="b"))
+    third = chat.send("third", [], [], "raft-helpful", max_new_tokens=4, request=SimpleNamespace(session_hash="c"))
+    next(second)
+    next(third)
+    assert "Busy — 1 ahead of you" in next(third)[3]
+    box, hb, ha, notice = _last(chat.send("fourth", [], [], "raft-helpful", request=SimpleNamespace(session_hash="d")))
+    assert notice.startswith("Busy: 2 answers are waiting") and box == "fourth" and hb == [] == ha
+    gate.open()
+    for gen in (running, second, third):
+        assert _last(gen)[1][-1]["role"] == "assistant"
+    worker.close()
+
+
+def test_server_caps_and_rate_limit(world, hub):
+    now = [0.0]
+    chat = ChatHandlers(hub, max_new_tokens_cap=5, max_history_turns=1, rate_limit=2, clock=lambda: now[0])
+    req = SimpleNamespace(session_hash="capped")
+    _, hb, ha, notice = _last(chat.send("hello", [], [], "raft-helpful", temperature=0.0, max_new_tokens=200,
+                                        request=req))
+    assert "limited to 5 tokens on this server" in notice
+    assert chat._answered["capped"]["sampling"]["max_new_tokens"] == 5
+    # two earlier exchanges, a cap of one: the prompt holds only the last one
+    history = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "uno"},
+               {"role": "user", "content": "two"}, {"role": "assistant", "content": "dos"}]
+    _, hb, _, notice = _last(chat.send("three", history, history, "raft-helpful", temperature=0.0,
+                                       max_new_tokens=5, request=req))
+    assert "Only the last 1 exchanges go into the prompt" in notice and len(hb) == 6  # all stay on screen
+    prompt = "\n\nHuman: two\n\nAssistant: dos\n\nHuman: three\n\nAssistant:"
+    assert hb[-1]["content"] == _greedy_reference(world.model_dir, prompt, max_new_tokens=5)
+    # a third message within the minute is refused (the message stays in the box); a minute later it is sent
+    box, hb3, _, notice = _last(chat.send("again", [], [], "raft-helpful", request=req))
+    assert box == "again" and hb3 == [] and "at most 2 messages a minute" in notice
+    assert "Slow down" not in _last(chat.regenerate(hb, hb, "raft-helpful", max_new_tokens=2,
+                                                    request=SimpleNamespace(session_hash="other")))[3]
+    now[0] = 61.0
+    assert len(_last(chat.send("again", [], [], "raft-helpful", max_new_tokens=2, request=req))[1]) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Votes: preference records in votes.jsonl
+# ----------------------------------------------------------------------------------------------------------------
+def test_votes_round_trip_through_load_preferences(world, hub, tmp_path):
+    from labcore.app.votes import VoteLog
+    from labcore.datasets import load_preferences, preferences_to_rrhf
+
+    log = VoteLog(tmp_path / "out" / "votes.jsonl")
+    chat = ChatHandlers(hub, votes=log)
+    with pytest.raises(ValueError, match="nothing to vote on"):
+        chat.vote([], [], "raft-helpful", "left")
+    votes = {}
+    for user, choice in (("v1", "right"), ("v2", "left"), ("v3", "tie"), ("v4", "both bad")):
+        req = SimpleNamespace(session_hash=user)
+        _, hb, ha, _ = _last(chat.send(f"Question from {user}?", [], [], "rrhf-helpful", temperature=0.0,
+                                       max_new_tokens=6, request=req))
+        notice, n = chat.vote(hb, ha, "rrhf-helpful", choice, request=req)
+        assert notice.startswith("Vote recorded") and n == len(votes) + 1
+        votes[user] = (hb, ha, choice)
+    notice, n = chat.vote(*votes["v1"][:2], "rrhf-helpful", "left", request=SimpleNamespace(session_hash="v1"))
+    assert notice.startswith("Already voted") and n == 4  # nothing appended twice
+    with pytest.raises(ValueError, match="choice must be one of"):
+        chat.vote(*votes["v2"][:2], "rrhf-helpful", "middle")
+
+    records = [json.loads(line) for line in log.path.read_text().splitlines()]
+    assert [r["choice"] for r in records] == ["right", "left", "tie", "both bad"]
+    first = records[0]
+    hb, ha, _ = votes["v1"]
+    assert first["prompt"] == "\n\nHuman: Question from v1?\n\nAssistant:"
+    assert first["chosen"] == " " + ha[-1]["content"].strip() and first["rejected"] == " " + hb[-1]["content"].strip()
+    assert (first["chosen_policy"], first["rejected_policy"], first["adapter"]) == ("rrhf-helpful", "base",
+                                                                                      "rrhf-helpful")
+    assert first["model"] == str(world.model_dir) and first["timestamp"].endswith("Z")
+    assert first["sampling"] == {"temperature": 0.0, "top_p": 0.95, "max_new_tokens": 6}
+    with pytest.warns(UserWarning, match="skipped 2 .*1 'both bad' votes, 1 'tie' votes"):
+        pairs = load_preferences(log.path)
+    assert pairs == [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in records[:2]]
+    assert preferences_to_rrhf(pairs)[0] == {"query": first["prompt"], "responses": [first["chosen"],
+                                             first["rejected"]], "scores": [1.0, 0.0]}
+
+
+def test_votes_train_the_reward_model_and_rrhf_from_the_command_line(world, hub, tmp_path, monkeypatch):
+    """Done-when: a vote file is preference data that `labcore train-rm` and `labcore rrhf` accept."""
+    from labcore.app.votes import VoteLog
+    from labcore.cli import main
+
+    monkeypatch.setenv("LABCORE_FAST", "1")
+    log = VoteLog(tmp_path / "votes.jsonl")
+    chat = ChatHandlers(hub, votes=log, rate_limit=0)
+    for i, choice in enumerate(["right", "left", "right", "tie", "right", "left"]):
+        req = SimpleNamespace(session_hash=f"cli{i}")
+        _, hb, ha, _ = _last(chat.send(f"How do I fix thing number {i}?", [], [], "raft-helpful", temperature=0.0,
+                                       max_new_tokens=6, request=req))
+        chat.vote(hb, ha, "raft-helpful", choice, request=req)
+    with pytest.warns(UserWarning, match="1 'tie' votes"):
+        report = main(["train-rm", "--train", str(log.path), "--test", "", "--out", str(tmp_path / "rm"),
+                       "--epochs", "2", "--no-analysis", "--no-progress", "--device", "cpu"])
+    assert report["train_file"].endswith("votes.jsonl") and len(report["fit"]["history"]) == 2
+    from labcore.reward_model import load_reward_model
+
+    rm = load_reward_model(tmp_path / "rm", device="cpu")
+    assert rm(["\n\nHuman: hi\n\nAssistant:"], [" hello"]).shape == (1,)
+    with pytest.warns(UserWarning, match="1 'tie' votes"):
+        rows = main(["rrhf", "--preset", "tiny-helpful", "--data", str(log.path), "--out", str(tmp_path / "rrhf"),
+                     "--set", f"model={world.model_dir}", "reward=gold", "runtime.device=cpu", "runtime.threads=1"])
+    assert rows and (tmp_path / "rrhf" / "final" / "adapter_config.json").is_file()
+    from labcore.datasets import load_rrhf
+
+    trained_on = load_rrhf(tmp_path / "rrhf" / "data_1.jsonl")
+    assert len(trained_on) == 5 and all(r["scores"] == [1.0, 0.0] for r in trained_on)
+
+
+def test_vote_file_survives_a_cut_write(tmp_path):
+    from labcore.app.votes import VoteLog
+    from labcore.datasets import DataFormatError, read_jsonl
+
+    path = tmp_path / "votes.jsonl"
+    path.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "cho')  # a crash mid-write
+    log = VoteLog(path)
+    assert log.append({"prompt": "q", "chosen": "c", "rejected": "d"}) == 3
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0])["chosen"] == "a" and json.loads(lines[2])["chosen"] == "c"  # earlier and later kept
+    with pytest.raises(DataFormatError, match="line 2"):  # the cut record is reported, never silently dropped
+        read_jsonl(path)
+
+
+def test_open_server_warning_and_auth_parsing():
+    from labcore.app.ui import open_server_warning, parse_auth
+
+    assert open_server_warning("127.0.0.1", False, None) is None
+    assert "anyone with the link" in open_server_warning("0.0.0.0", False, None)
+    assert "share link" in open_server_warning("127.0.0.1", True, None)
+    assert open_server_warning("0.0.0.0", True, [("a", "b")]) is None
+    assert parse_auth(["alice:s3:cr3t", "bob:pw"]) == [("alice", "s3:cr3t"), ("bob", "pw")]
+    with pytest.raises(ValueError, match="USER:PASSWORD"):
+        parse_auth(["alice"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Before / after
 # ----------------------------------------------------------------------------------------------------------------
 def test_gallery_columns_rewards_and_disk_cache(world, hub, monkeypatch):
@@ -333,9 +592,10 @@ def test_launched_app_every_endpoint(world, tmp_path, monkeypatch):
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))  # nothing embedded yet, whatever ran before
 
     from labcore.app.ui import launch
+    from labcore.datasets import load_preferences
 
     config = AppConfig(model=str(world.model_dir), models_dir=str(world.models), data=str(world.data), device="cpu",
-                       n_gallery=2, gallery_max_new_tokens=4)
+                       n_gallery=2, gallery_max_new_tokens=4, out=str(tmp_path / "out"))
     port = _free_port()
     demo = launch(config, port=port, block=False, quiet=True)
     try:
@@ -343,7 +603,7 @@ def test_launched_app_every_endpoint(world, tmp_path, monkeypatch):
         api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
         expected = {"/status", "/load_dataset", "/select_coreset", "/select_on_budget", "/budget_unit", "/gallery",
                     "/gallery_on_open", "/gallery_on_switch", "/custom_prompt", "/chat", "/chat_submit",
-                    "/regenerate", "/stop", "/clear", "/open_selection", "/cancel_load", "/select_on_k"}
+                    "/regenerate", "/stop", "/clear", "/vote", "/open_selection", "/cancel_load", "/select_on_k"}
         assert set(api) == expected
 
         assert "Adapters" in client.predict(api_name="/status")
@@ -375,39 +635,55 @@ def test_launched_app_every_endpoint(world, tmp_path, monkeypatch):
             assert hb[0]["content"] in ("hi there", [{"type": "text", "text": "hi there"}])
         box, hb2, ha2, _ = client.predict(hb, ha, "raft-helpful", 0.0, 1.0, 5, api_name="/regenerate")
         assert len(hb2) == 2
+        # /vote: the two histories, the adapter, the choice -> one preference record
+        notice, download, choice = client.predict(hb2, ha2, "raft-helpful", "right", api_name="/vote")
+        assert notice.startswith("Vote recorded (right is better): 1 vote") and choice is None
+        assert download["label"] == "Download votes (1)"  # the button now offers the file, with the vote in it
+        assert json.loads(open(download["value"]).read())["choice"] == "right"
+        (pair,) = load_preferences(tmp_path / "out" / "votes.jsonl")
+        (record,) = [json.loads(line) for line in (tmp_path / "out" / "votes.jsonl").read_text().splitlines()]
+        # the session's last answer is recognised through Gradio's round trip: its settings are in the record
+        assert record["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 5}
+        assert pair["chosen"].strip() == message_text(ha2[-1]).strip()
+        assert pair["rejected"].strip() == message_text(hb2[-1]).strip()
         assert client.predict(api_name="/stop") == "Nothing to stop."
         assert client.predict(api_name="/clear") == ("", [], [], "Cleared.")
 
-        # Stop while a stream runs: hold the model lock so the stream waits at its first step, press Stop, release.
-        hub = demo.labcore.hub
-        steps = []
-        real_step_lock = hub.step_lock
-
-        class CountingStep:  # counts the decoding steps that run
-            def __init__(self, adapter):
-                self.inner = real_step_lock(adapter)
-
-            def __enter__(self):
-                steps.append(1)
-                return self.inner.__enter__()
-
-            def __exit__(self, *exc):
-                return self.inner.__exit__(*exc)
-
-        hub.step_lock = CountingStep
+        # Stop while a stream runs: hold the model lock so the worker waits at the prefill, press Stop, release.
+        hub, worker = demo.labcore.hub, demo.labcore.worker
+        passes = worker.stats["forward_passes"]
         with hub.lock:
             job = client.submit("a long answer please", [], [], "raft-helpful", 1.0, 1.0, 60, api_name="/chat")
-            deadline = time.time() + 30
-            while not demo.labcore.chat._events and time.time() < deadline:
-                time.sleep(0.02)
+            _wait_until(lambda: demo.labcore.chat._events, "the chat event to start")
             assert client.predict(api_name="/stop") == "Stopped 1 running answer."
-        job.cancel()  # what the Stop button also does (Gradio closes the generator); after the lock is free, as
-        # the server waits for the running step before it can close the generator
-        deadline = time.time() + 30
-        while demo.labcore.chat._events and time.time() < deadline:
-            time.sleep(0.02)
-        assert not demo.labcore.chat._events  # the stream ended and released its stop event
-        assert len(steps) <= 2  # the step in flight of each pane at most, not 2 x 60
-        hub.step_lock = real_step_lock
+        job.cancel()  # what the Stop button also does (Gradio closes the generator)
+        _wait_until(lambda: not demo.labcore.chat._events and worker.decoder_rows == 0, "the stream to end")
+        assert worker.stats["forward_passes"] - passes <= 2  # the prefill in flight, at most one step: not 60
     finally:
         demo.close()
+        demo.labcore.worker.close()
+
+
+def test_app_with_auth_refuses_a_wrong_password(world, tmp_path):
+    from gradio_client import Client
+
+    from labcore.app.ui import launch
+
+    config = AppConfig(model=str(world.model_dir), models_dir=str(world.models), data=str(world.data), device="cpu",
+                       out=str(tmp_path / "out"), preload=False)
+    port = _free_port()
+    demo = launch(config, port=port, block=False, quiet=True, auth=[("teacher", "right-password")])
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        with pytest.raises(Exception, match="(?i)invalid credentials|could not login|401|incorrect"):
+            Client(url, auth=("teacher", "wrong-password"), verbose=False)
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError):  # no login: the API refuses
+            urllib.request.urlopen(url + "config", timeout=10)
+        client = Client(url, auth=("teacher", "right-password"), verbose=False)
+        assert "Adapters" in client.predict(api_name="/status")
+    finally:
+        demo.close()
+        demo.labcore.worker.close()

@@ -2,7 +2,8 @@
 
 Starts ``python app.py`` in a subprocess on a free port with a tiny random GPT-2 and two LoRA adapters, opens the
 page, visits every tab (the before/after gallery fills in), sends one chat message and waits until BOTH panes
-have answered, and saves a screenshot. Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``, or
+have answered, votes "right is better" and finds the preference record in the app's ``votes.jsonl`` (read by
+``labcore.datasets.load_preferences``), and saves a screenshot. Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``, or
 ``.ci/install_browser.sh``) and the ``playwright`` Python package (dev extra; ``playwright install`` is NOT needed).
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def app_url(tmp_path, tiny_model_dir, tiny_tokenizer):
-    """The app running in a subprocess (`python app.py ...`); yields its URL, stops it afterwards."""
+    """The app running in a subprocess (`python app.py ...`); yields (URL, its --out folder), stops it afterwards."""
     from labcore.models import add_lora
 
     models = tmp_path / "models"
@@ -59,9 +60,10 @@ def app_url(tmp_path, tiny_model_dir, tiny_tokenizer):
                GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     log = open(tmp_path / "app.log", "w")
     t0 = time.perf_counter()
+    out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "app.py", "--model", str(tiny_model_dir), "--models-dir", str(models),
-                             "--port", str(port), "--threads", "1"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+                             "--port", str(port), "--threads", "1", "--out", str(out)], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         while True:
@@ -75,7 +77,7 @@ def app_url(tmp_path, tiny_model_dir, tiny_tokenizer):
                 raise RuntimeError(f"the app did not start:\n{(tmp_path / 'app.log').read_text()[-3000:]}")
             time.sleep(0.2)
         print(f"time to ready (launch to first HTTP 200): {time.perf_counter() - t0:.1f} s")
-        yield url
+        yield url, out
     finally:
         proc.terminate()
         try:
@@ -85,7 +87,10 @@ def app_url(tmp_path, tiny_model_dir, tiny_tokenizer):
         log.close()
 
 
-def test_tabs_chat_and_screenshot(app_url, tmp_path):
+def test_tabs_chat_vote_and_screenshot(app_url, tmp_path):
+    from labcore.datasets import load_preferences
+
+    app_url, out = app_url
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
     shot = tmp_path / "chat.png"
     with sync_api.sync_playwright() as pw:
@@ -128,9 +133,19 @@ def test_tabs_chat_and_screenshot(app_url, tmp_path):
                 label = page.locator(f"{pane} [data-testid=bot]").first.get_attribute("aria-label")
                 assert label.startswith("bot's message: ") and len(label) > len("bot's message: ")  # an answer
             assert page.locator("#chat-input textarea").input_value() == ""
+            answers = {pane: page.locator(f"{pane} [data-testid=bot]").first.inner_text()
+                       for pane in ("#chat-base", "#chat-aligned")}
+            # Vote: the record lands in OUT/votes.jsonl, the right pane's answer as "chosen"
+            page.locator("#chat-vote").get_by_text("right is better").click()
+            page.locator("#chat-notice").get_by_text("Vote recorded (right is better)").wait_for(timeout=30_000)
+            assert "Download votes (1)" in page.locator("#chat-votes-download").inner_text()
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
+    (pair,) = load_preferences(out / "votes.jsonl")
+    assert pair["prompt"] == "\n\nHuman: How do I water a tomato plant?\n\nAssistant:"
+    assert pair["chosen"].strip() == answers["#chat-aligned"].strip()
+    assert pair["rejected"].strip() == answers["#chat-base"].strip()
     assert shot.stat().st_size > 10_000
     keep = os.environ.get("LABCORE_SCREENSHOT_DIR")
     if keep:  # for a human to look at

@@ -68,7 +68,7 @@ def test_malformed_line_names_file_line_field(tmp_path, line, field, problem):
     with pytest.raises(DataFormatError) as e:
         load_preferences(path)
     assert e.value.line == 3 and e.value.field == field
-    assert f"bad.jsonl, line 3" in str(e.value) and problem in str(e.value)
+    assert "bad.jsonl, line 3" in str(e.value) and problem in str(e.value)
 
 
 def test_rrhf_validation(tmp_path):

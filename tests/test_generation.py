@@ -1,7 +1,6 @@
 """Batched sampling, turn cutting, streaming and response log-probs on tiny random GPT-2 / GPT-NeoX / Llama."""
 import threading
 
-import pytest
 import torch
 
 from labcore.generation import encode_pairs, generate, response_logprobs, sample_token, stream_generate, token_logprobs

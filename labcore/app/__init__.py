@@ -9,7 +9,11 @@ One module per part; none of them defines an algorithm, they import labcore's:
   Needed", arXiv 2305.09246) through ``labcore.coreset.select_coreset``, embeddings / K-means / UMAP cached;
 - ``compare.py``   — the "Before / after" tab: base vs RAFT (arXiv 2304.06767) vs RRHF (arXiv 2304.05302) on
   held-out prompts, with rewards, galleries cached on disk;
-- ``chat.py``      — the "Chat" tab: unaligned and aligned panes streaming side by side from the one base model;
+- ``chat.py``      — the "Chat" tab: unaligned and aligned panes streaming side by side from the one base model,
+  server-side limits, votes;
+- ``worker.py``    — the generation worker: one thread decodes every user's panes in one batch (continuous
+  batching, ``labcore.batching``);
+- ``votes.py``     — votes as TRL preference records appended to ``OUT/votes.jsonl``;
 - ``ui.py``        — the Gradio Blocks layout, the queue (serving several users), the command line.
 
 Importing this package is cheap (no torch, no gradio): heavy imports happen on first use.

@@ -4,8 +4,9 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from labcore import DATA_DIR
+from labcore import DATA_DIR, REPO_ROOT
 
 
 def default_model() -> str:
@@ -39,6 +40,21 @@ class AppConfig:
     """Sampling temperature of the galleries (RAFT's recipe samples at 0.7)."""
     max_input_chars: int = 2000
     """Chat messages longer than this are cut (the prompt is then also cut from the left to fit the context)."""
+    max_new_tokens_cap: int = 256
+    """Longest chat answer in tokens, enforced on the server whatever a client sends (the slider's maximum)."""
+    max_history_turns: int = 8
+    """Earlier exchanges of a pane that go into its prompt; older ones stay on screen but are left out."""
+    rate_limit: int = 20
+    """Chat messages per user session per minute (0: no limit)."""
+    serve: Literal["batched", "sequential"] = "batched"
+    """Chat serving: "batched" decodes every user's panes in one batch (continuous batching); "sequential" answers
+    one message at a time (both panes batched), the baseline of benchmarks/app_load.py."""
+    max_batch_rows: int = 48
+    """Most chat rows decoded together (two per message: 24 users); further messages wait in line."""
+    max_waiting: int = 64
+    """Most chat messages waiting for a free row; beyond, a message is answered "busy" at once."""
+    out: str = str(REPO_ROOT / "runs" / "app")
+    """Folder of the app's outputs: votes.jsonl (the chat's votes as preference records)."""
     embed_model: str = "minilm"
     """Sentence encoder of the data-selection tab ("minilm" is all-MiniLM-L6-v2, offline)."""
     split: str | None = "train"
@@ -46,7 +62,9 @@ class AppConfig:
     threads: int | None = None
     """torch intra-op threads for the model (None: torch's default). 1 is fastest for the tiny model on a busy CPU."""
     concurrency: int = 4
-    """Model-calling events (chat, galleries) running at once; their decoding steps interleave under one lock."""
+    """Gallery / custom-prompt events running at once (each takes the model lock per batched generate call)."""
+    chat_concurrency: int = 64
+    """Chat events in progress at once (each waits on the generation worker, which batches their rows)."""
     preload: bool = True
     """Load the model in a background thread right after launch, so the first chat message answers at once."""
 
@@ -63,5 +81,16 @@ class AppConfig:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        for name in ("max_new_tokens_cap", "chat_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_history_turns", "rate_limit", "max_waiting"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_batch_rows < 2:
+            raise ValueError(f"max_batch_rows must be >= 2 (the two panes of one message), got {self.max_batch_rows}")
+        if self.serve not in ("batched", "sequential"):
+            raise ValueError(f"serve must be 'batched' or 'sequential', got {self.serve!r}")
+        self.out = str(Path(self.out).expanduser())
         self.adapters = [str(a) for a in self.adapters]
         self.models_dir = str(Path(self.models_dir).expanduser())

@@ -4,10 +4,9 @@ The aligned policies of the lab are LoRA adapters (RAFT, Dong et al. 2023, arXiv
 2023, arXiv 2304.05302) on the same base model, so the app keeps a single copy of the base weights: the first
 adapter wraps the model with ``peft.PeftModel.from_pretrained(..., adapter_name=...)``, the others are added with
 ``load_adapter(..., adapter_name=...)``; a call picks its policy with ``set_adapter(name)``, or runs the base model
-with the adapter disabled (``labcore.models.adapter_disabled``). Every forward pass takes ``ModelHub.lock`` and
-switches the adapter inside it, so streams of several users interleave step by step on the one model without ever
-running under the wrong adapter; the two chat panes of one user are two rows of one batch whose rows name their
-adapters (peft's mixed-adapter batches, ``peft_key``).
+with the adapter disabled (``labcore.models.adapter_disabled``). Every forward pass takes ``ModelHub.lock`` (the
+galleries switch the adapter inside it); the chat's generation worker (``labcore.app.worker``) decodes the panes of
+every user as rows of one batch whose rows name their adapters (peft's mixed-adapter batches, ``peft_key``).
 
 The model loads lazily (first use, or a background thread started after the server is up), so the app opens fast.
 """

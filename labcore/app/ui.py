@@ -2,13 +2,16 @@
 
 Nothing here computes anything: each event calls a handler of ``selection.py``, ``compare.py`` or ``chat.py``.
 
-Serving several users at once: the queue runs at most ``--concurrency`` (default 4) model-calling events at a time
-(they share the concurrency group "model"; inside it every forward pass takes the model lock, so concurrent chat
-streams interleave token by token) and one data-selection event at a time (group "select": CPU-heavy numpy);
-the queue holds at most 64 waiting events. Stopping: the *Stop* button cancels the running chat event (Gradio
-closes its generator, which sets the stream's stop event) and sets the session's stop events directly; closing
-or reloading the page does the same (``Blocks.unload``). Every event has an explicit ``api_name``, so the app is
-also an API (``gradio_client.Client(url).predict(..., api_name="/chat")``).
+Serving a class: chat events (group "chat", up to ``--chat-concurrency`` at once) only wait on the generation
+worker (``worker.py``), which decodes the panes of every user in ONE batch (continuous batching; ``--serve
+sequential`` answers one message at a time instead). Galleries run at most ``--concurrency`` (default 4) at a time
+(group "model": each batched generate call takes the model lock), data selection one at a time (group "select":
+CPU-heavy numpy); the queue holds at most 256 waiting events. Stopping: the *Stop* button cancels the running chat
+event (Gradio closes its generator, which sets the job's cancel event) and sets the session's events directly;
+closing or reloading the page does the same (``Blocks.unload``). ``--auth user:password`` puts Gradio's login in
+front; with ``--share`` or a non-loopback ``--host`` and no ``--auth`` a warning says that anyone with the link can
+use the app. Every event has an explicit ``api_name``, so the app is also an API
+(``gradio_client.Client(url).predict(..., api_name="/chat")``; ``/vote`` records a vote).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Sequence
 
@@ -31,6 +35,8 @@ from labcore.app.compare import PROMPT_SETS, CompareHandlers  # noqa: E402
 from labcore.app.config import AppConfig  # noqa: E402
 from labcore.app.models import ModelHub, discover_adapters  # noqa: E402
 from labcore.app.selection import BUDGET_UNITS, SelectionHandlers  # noqa: E402
+from labcore.app.votes import CHOICES, LABELS, VoteLog  # noqa: E402
+from labcore.app.worker import GenerationWorker  # noqa: E402
 
 INTRO = """# labcore — efficient alignment, hands on
 Core-set selection of instruction data (Chen et al. 2023, arXiv 2305.09246), and a tiny model aligned with
@@ -47,10 +53,12 @@ COMPARE_HELP = """Held-out prompts answered by the base model and by each RAFT /
 `sentiment` (VADER) for review continuations. Galleries are cached on disk: the first opening generates them."""
 
 CHAT_HELP = """One message, two answers, streamed from ONE base model: left with the adapter disabled, right with
-the chosen aligned adapter. Each pane keeps its own dialogue."""
+the chosen aligned adapter. Each pane keeps its own dialogue. Then **vote**: every vote is a preference record
+(prompt / chosen / rejected) that `labcore train-rm` and `labcore rrhf` train on — the class makes its own data."""
 
 MODEL_GROUP = "model"
 SELECT_GROUP = "select"
+CHAT_GROUP = "chat"
 
 
 def _user_error(fn):
@@ -89,8 +97,13 @@ def build_demo(config: AppConfig) -> gr.Blocks:
     selection = SelectionHandlers(config.embed_model, config.split, random_state=config.seed)
     compare = CompareHandlers(hub, config.models_dir, missing, seed=config.seed, n_prompts=config.n_gallery,
                               max_new_tokens=config.gallery_max_new_tokens, temperature=config.gallery_temperature)
-    chat = ChatHandlers(hub, max_input_chars=config.max_input_chars)
+    worker = GenerationWorker(hub, mode=config.serve, max_rows=config.max_batch_rows, max_waiting=config.max_waiting)
+    votes = VoteLog(Path(config.out) / "votes.jsonl")
+    chat = ChatHandlers(hub, worker, max_input_chars=config.max_input_chars,
+                        max_new_tokens_cap=config.max_new_tokens_cap, max_history_turns=config.max_history_turns,
+                        rate_limit=config.rate_limit, votes=votes)
     model_kw = dict(concurrency_id=MODEL_GROUP, concurrency_limit=config.concurrency)
+    chat_kw = dict(concurrency_id=CHAT_GROUP, concurrency_limit=config.chat_concurrency)
     select_kw = dict(concurrency_id=SELECT_GROUP, concurrency_limit=1)
 
     # -- wrappers: Gradio-specific arguments (gr.Request, gr.Progress) and return types ------------------------------
@@ -149,6 +162,15 @@ def build_demo(config: AppConfig) -> gr.Blocks:
     def chat_stop(request: gr.Request):
         return chat.stop(request)
 
+    def votes_file():
+        n = votes.count()
+        return gr.update(value=str(votes.path) if n else None, label=f"Download votes ({n})", interactive=bool(n))
+
+    @_user_error
+    def chat_vote(history_base: list, history_aligned: list, adapter: str, choice: str, request: gr.Request):
+        notice, _ = chat.vote(history_base, history_aligned, adapter, choice, request)
+        return notice, votes_file(), None
+
     def chat_leave(request: gr.Request):
         chat.on_leave(request)
 
@@ -203,7 +225,8 @@ def build_demo(config: AppConfig) -> gr.Blocks:
                     temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="temperature (0 = greedy)",
                                             elem_id="chat-temperature")
                     top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
-                    max_new = gr.Slider(1, 256, value=64, step=1, label="max new tokens")
+                    max_new = gr.Slider(1, config.max_new_tokens_cap, value=min(64, config.max_new_tokens_cap),
+                                        step=1, label="max new tokens")
                 with gr.Row():
                     bot_base = gr.Chatbot(label="unaligned: base model (adapter disabled)", height=420,
                                           elem_id="chat-base")
@@ -217,6 +240,12 @@ def build_demo(config: AppConfig) -> gr.Blocks:
                     regen_btn = gr.Button("Regenerate")
                     clear_btn = gr.Button("Clear")
                 chat_notice = gr.Markdown(elem_id="chat-notice")
+                with gr.Row():
+                    vote = gr.Radio([(LABELS[c], c) for c in CHOICES], value=None, scale=4, elem_id="chat-vote",
+                                    label="your vote on the last answers (saved as a preference record)")
+                    download = gr.DownloadButton(f"Download votes ({votes.count()})", scale=1,
+                                                 value=str(votes.path) if votes.count() else None,
+                                                 interactive=bool(votes.count()), elem_id="chat-votes-download")
 
         # -- events --------------------------------------------------------------------------------------------------
         demo.load(app_status, None, status, api_name="status", queue=False)
@@ -240,23 +269,59 @@ def build_demo(config: AppConfig) -> gr.Blocks:
 
         chat_inputs = [msg, bot_base, bot_aligned, adapter, temperature, top_p, max_new]
         chat_outputs = [msg, bot_base, bot_aligned, chat_notice]
-        send_evt = send_btn.click(chat_send, chat_inputs, chat_outputs, api_name="chat", **model_kw)
-        submit_evt = msg.submit(chat_send, chat_inputs, chat_outputs, api_name="chat_submit", **model_kw)
+        send_evt = send_btn.click(chat_send, chat_inputs, chat_outputs, api_name="chat", **chat_kw)
+        submit_evt = msg.submit(chat_send, chat_inputs, chat_outputs, api_name="chat_submit", **chat_kw)
         regen_evt = regen_btn.click(chat_regenerate, chat_inputs[1:], chat_outputs, api_name="regenerate",
-                                    **model_kw)
+                                    **chat_kw)
         running = [send_evt, submit_evt, regen_evt]
         stop_btn.click(chat_stop, None, [chat_notice], cancels=running, api_name="stop", queue=False)
         clear_btn.click(chat.clear, None, chat_outputs, cancels=running, api_name="clear", queue=False)
+        # .input: a vote is a user's click (resetting the radio after it is not one)
+        vote.input(chat_vote, [bot_base, bot_aligned, adapter, vote], [chat_notice, download, vote], api_name="vote",
+                   queue=False)
+        demo.load(votes_file, None, download, api_name="votes_file", api_visibility="private", queue=False)
         demo.unload(chat_leave)
 
-    demo.queue(default_concurrency_limit=1, max_size=64)
+    demo.queue(default_concurrency_limit=1, max_size=256)
     demo.labcore = SimpleNamespace(config=config, hub=hub, selection=selection, compare=compare, chat=chat,
-                                   missing=missing)
+                                   worker=worker, votes=votes, missing=missing)
     return demo
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_auth(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``["user:password", ...]`` -> [(user, password), ...] for Gradio's ``auth``.
+
+    Raises:
+        ValueError: an item without a ":" or with an empty user or password.
+    """
+    pairs = []
+    for item in items:
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"--auth {item!r}: use USER:PASSWORD (both non-empty)")
+        pairs.append((user, password))
+    return pairs
+
+
+def open_server_warning(host: str, share: bool, auth: Sequence | None) -> str | None:
+    """The warning printed when the app is reachable by others without a login (None when it is not)."""
+    if auth:
+        return None
+    if share:
+        where = "through the public share link"
+    elif host not in LOOPBACK:
+        where = f"on every address of {host}" if host in ("0.0.0.0", "::") else f"at {host}"
+    else:
+        return None
+    return (f"warning: the app is served {where} with no login: anyone with the link can use it (chat, votes, "
+            "the model's CPU). Add --auth USER:PASSWORD.")
+
+
 def launch(config: AppConfig, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           block: bool = True, quiet: bool = False) -> gr.Blocks:
+           block: bool = True, quiet: bool = False, auth: Sequence[tuple[str, str]] | None = None) -> gr.Blocks:
     """Build and start the app; then load the model in the background (``config.preload``).
 
     Args:
@@ -266,13 +331,19 @@ def launch(config: AppConfig, host: str = "127.0.0.1", port: int = 7860, share: 
         share: ask Gradio for a public share link (needs the internet; off by default).
         block: serve until interrupted (False: return the running Blocks; ``demo.close()`` stops it).
         quiet: no start-up banner.
+        auth: (user, password) pairs of Gradio's login (``parse_auth``); None: no login.
     Returns:
         The running Blocks.
     """
     t0 = time.perf_counter()
+    warning = open_server_warning(host, share, auth)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     demo = build_demo(config)
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, show_error=True,
-                quiet=quiet, footer_links=["api", "settings"])
+                quiet=quiet, footer_links=["api", "settings"], auth=list(auth) if auth else None,
+                auth_message="labcore: log in with the user name and password your instructor gave you.",
+                allowed_paths=[str(Path(config.out).resolve())], max_threads=max(40, config.chat_concurrency + 16))
     if not quiet:
         print(f"labcore app ready in {time.perf_counter() - t0:.1f} s (after imports) on http://{host}:{port}",
               flush=True)
@@ -285,6 +356,7 @@ def launch(config: AppConfig, host: str = "127.0.0.1", port: int = 7860, share: 
             pass
         finally:
             demo.close()
+            demo.labcore.worker.close()
     return demo
 
 
@@ -304,12 +376,32 @@ def add_app_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=7860, help="TCP port")
     parser.add_argument("--share", action="store_true", help="public Gradio share link (needs the internet)")
+    parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                        help="require this login (Gradio's auth; repeatable); without it, --share or a non-loopback "
+                        "--host prints a warning")
+    parser.add_argument("--out", default=d.out, help="folder of the app's outputs (votes.jsonl)")
     parser.add_argument("--device", default=d.device, help="device of the model: auto, cpu, cuda, mps")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for the model (default: torch's; 1 suits the tiny model on a busy CPU)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of the before/after galleries")
     parser.add_argument("--concurrency", type=int, default=d.concurrency,
-                        help="model-calling events served at once (their steps interleave under one lock)")
+                        help="gallery / custom-prompt events served at once (each takes the model lock)")
+    parser.add_argument("--serve", choices=["batched", "sequential"], default=d.serve,
+                        help="chat serving: every user's panes in one batch, or one message at a time")
+    parser.add_argument("--max-batch-rows", type=int, default=d.max_batch_rows,
+                        help="most chat rows decoded together (two per message)")
+    parser.add_argument("--max-waiting", type=int, default=d.max_waiting,
+                        help="most chat messages waiting; beyond, the answer is 'busy'")
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens_cap, dest="max_new_tokens_cap",
+                        help="longest chat answer in tokens (server-side cap)")
+    parser.add_argument("--max-history-turns", type=int, default=d.max_history_turns,
+                        help="earlier exchanges of a pane that go into its prompt")
+    parser.add_argument("--max-input-chars", type=int, default=d.max_input_chars,
+                        help="longer chat messages are cut")
+    parser.add_argument("--rate-limit", type=int, default=d.rate_limit,
+                        help="chat messages per user session per minute (0: no limit)")
+    parser.add_argument("--chat-concurrency", type=int, default=d.chat_concurrency,
+                        help="chat events in progress at once (each waits on the generation worker)")
     parser.add_argument("--no-preload", action="store_true", help="load the model on first use only")
     return parser
 
@@ -318,8 +410,13 @@ def run_app(args: argparse.Namespace, block: bool = True) -> gr.Blocks:
     """Start the app from parsed ``add_app_args`` options."""
     config = AppConfig(model=args.model, adapters=list(args.adapter), models_dir=args.models_dir, data=args.data,
                        device=args.device, threads=args.threads, seed=args.seed, concurrency=args.concurrency,
-                       preload=not args.no_preload)
-    return launch(config, host=args.host, port=args.port, share=args.share, block=block)
+                       preload=not args.no_preload, out=args.out, serve=args.serve,
+                       max_batch_rows=args.max_batch_rows, max_waiting=args.max_waiting,
+                       max_new_tokens_cap=args.max_new_tokens_cap, max_history_turns=args.max_history_turns,
+                       max_input_chars=args.max_input_chars, rate_limit=args.rate_limit,
+                       chat_concurrency=args.chat_concurrency)
+    return launch(config, host=args.host, port=args.port, share=args.share, block=block,
+                  auth=parse_auth(args.auth) or None)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
