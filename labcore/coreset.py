@@ -110,7 +110,7 @@ def fit_kmeans(embeddings: np.ndarray, n_clusters: int = 32, random_state: int =
             seeded sample of ``KMEANS_SAMPLE`` points, whose centroids start at most ``KMEANS_SAMPLE_ITER`` Lloyd
             iterations on all points. The k-means++ seeding over all N points is what makes a fit slow (1.3 s of
             2 s at N = 35k, K = 32); from the sample's centroids the inertia lands within ~0.5% of the best of 3
-            full restarts (``benchmarks/kmeans.py`` measures both on the shipped set). The app uses it so that a
+            full restarts (``benchmarks/selection.py`` measures both on the shipped set). The app uses it so that a
             new K answers in about a second; ``labcore select --kmeans sample`` gives the same clusters.
         cache: read/write ``$LABCORE_CACHE/kmeans/<key>.npz`` (default ``~/.cache/labcore``), keyed by the
             embedding bytes, every parameter and scikit-learn's version (K-means on 35k x 384 takes ~30 s of CPU).
