@@ -250,6 +250,10 @@ def test_rerun_resumes_adds_seeds_and_refuses_other_settings(tmp_path, tiny_mode
     with pytest.raises(ValueError, match=r"other settings \(steps\).*--restart"):
         run_experiment(dataclasses.replace(cfg, steps=3), tmp_path, records=records, embeddings=emb,
                        progress=False)
+    # same settings, other embeddings (e.g. the shipped float16 rows): another core-set, so no resume
+    other = _clustered(len(emb), d=16, centres=3, seed=7)
+    with pytest.raises(ValueError, match=r"another core-set.*--restart"):
+        run_experiment(cfg, tmp_path, records=records, embeddings=other, progress=False)
     trained.clear()
     run_experiment(cfg, tmp_path, records=records, embeddings=emb, progress=False, resume=False)
     assert trained == [0, 0]  # restart: retrained

@@ -12,7 +12,8 @@ distribution centre, task centre, KCenterGreedy); the pictures are ``labcore.viz
 - per (dataset, K): the K-means fit (``labcore.coreset.fit_kmeans`` with ``init="sample"``: k-means++ on a seeded
   8,000-point sample, then Lloyd on all points; about a second at N = 35k, and the same K always gives the same
   clusters; ``labcore select --kmeans sample`` reproduces them);
-- per (dataset, task, K, budget): the figures, so a class opening the tab at once costs one selection.
+- per (dataset, task, K, budget): the figures (the last ``MAX_VIEWS``), so a class opening the tab at once costs
+  one selection.
 
 So moving the budget slider re-runs only the per-task steps 3-5 and the baselines, on cached embeddings. The map
 draws at most ``MAX_MAP_POINTS`` points: every example of the target task and a fixed random sample of the others
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,9 @@ import numpy as np
 
 MAX_MAP_POINTS = 10_000
 """Most points drawn on the map: all of the target task's, then a fixed random sample of the other tasks'."""
+
+MAX_VIEWS = 16
+"""Most (dataset, task, K, budget) views kept in memory (each holds a map figure of up to ``MAX_MAP_POINTS``)."""
 
 BUDGET_UNITS = ("% of task", "count")
 """How the budget slider is read: a percentage of the task's examples (0.5 = the paper's 0.5%), or a count."""
@@ -96,7 +101,7 @@ class SelectionHandlers:
         self.embed_model, self.split, self.random_state = embed_model, split, random_state
         self._sets: dict[str, LoadedSet] = {}
         self._kmeans: dict[tuple[str, int], Any] = {}
-        self._views: dict[tuple, tuple] = {}  # (path, task, K, budget) -> the outputs of ``select``
+        self._views: OrderedDict[tuple, tuple] = OrderedDict()  # (path, task, K, budget) -> ``select``'s outputs
         self._embedded: dict[str, np.ndarray] = {}  # embeddings read by ``instant``, for ``dataset``
         self._lock = threading.Lock()  # one load / fit at a time (both are CPU-heavy)
         self.cancel = threading.Event()  # set by the Cancel button: stops an embedding after the current batch
@@ -165,9 +170,9 @@ class SelectionHandlers:
             return True
         if not Path(key).is_file():
             return False
+        from labcore import cache_root
         from labcore.coreset import example_text, load_instruction_set
         from labcore.embed import EmbeddingCache, text_key
-        from labcore import cache_root
         from labcore.viz import _umap_params, shipped_layout_path, umap_key
 
         records = load_instruction_set(key)
@@ -240,6 +245,7 @@ class SelectionHandlers:
         k = budget_count(unit, value, counts[task])
         view_key = (data.path, task, int(n_clusters), k)
         if view_key in self._views:
+            self._views.move_to_end(view_key)
             return self._views[view_key]
         t0 = time.perf_counter()
         if (data.path, int(n_clusters)) not in self._kmeans:
@@ -275,6 +281,8 @@ class SelectionHandlers:
                if self.last_timings["kmeans"] > 0.05 else " (K-means from the cache)") + "."
         )
         self._views[view_key] = (fig_map, fig_radius, table, summary)
+        while len(self._views) > MAX_VIEWS:  # least recently shown first
+            self._views.popitem(last=False)
         return fig_map, fig_radius, table, summary
 
 

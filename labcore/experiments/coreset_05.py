@@ -445,6 +445,10 @@ def _run(config: CoresetExperimentConfig, out: Path, records, embeddings, progre
     earlier_s = 0.0
     if done is not None:  # resume: keep the earlier runs that this call would repeat
         old, old_preds = done
+        before = old.get("selection", {}).get("coreset_ids")
+        if before is not None and before != selection["coreset_ids"]:  # same settings, other embeddings
+            raise ValueError(f"{out / 'results.json'} was made with another core-set (the embeddings or K-means "
+                             "changed since): pass another --out, or --restart to run every arm again")
         keep = {(r["arm"], r["seed"]) for r in old["runs"]} & set(jobs)
         results["runs"] = [r for r in old["runs"] if (r["arm"], r["seed"]) in keep]
         predictions = [p for p in old_preds if (p["arm"], p["seed"]) in keep]
