@@ -115,14 +115,14 @@ FAST = fast_mode()  # LABCORE_FAST=1: tiny sizes (about 2 minutes per notebook o
 #
 # **The 0.5% claim is the paper's, not a finding of this lab.** labcore's own experiment (`docs/coreset.md`, results
 # in `docs/results/coreset/`; tiny model, 3 seeds, exact match averaged over three source datasets): on sentiment the
-# 40-example core-set (0.5% of 8,052) scores 0.539 ± 0.074, level with 40 random examples (0.532 ± 0.118) and far
+# 40-example core-set (0.5% of 8,052) scores 0.446 ± 0.042, below 40 random examples (0.528 ± 0.111) and far
 # below all the task's data (0.929 ± 0.017, even capped at 0.30 of an epoch); on safety the 16-example core-set
 # (0.438) falls *below* the floor of always answering each source's most common label (0.753). On the pretrained
-# SmolLM2-135M-Instruct (3 seeds, `docs/results/coreset-smol/results.md`) the core-set does beat the other 0.5%
-# samples — 0.575 ± 0.042 against random 0.489 and cluster-stratified 0.431, the only arm above the majority-label
-# floor (0.492) — while "all data", capped there at 192 examples, reaches 0.453. That is evidence in the paper's
-# direction (at equal size, coverage beats chance; most of the lead comes from one of the three sources), not a
-# reproduction of "0.5% matches all the data". Notebook 01 reads these numbers.
+# SmolLM2-135M-Instruct (3 seeds, `docs/results/coreset-smol/results.md`) the core-set is below random too (0.406 ±
+# 0.017 against 0.489 ± 0.027), and an earlier run whose embeddings differed by about 1e-4 gave the opposite (0.575):
+# on this small protocol the K-means optimum, not the coverage principle, decides. So neither supports nor refutes
+# the paper's claim; it shows how fragile one small experiment is.
+# Notebook 01 reads these numbers.
 
 # %% [markdown]
 # ## 2. The tiny world
