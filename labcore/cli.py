@@ -148,7 +148,7 @@ class SelectArgs:
     model: str = _opt("minilm", "sentence encoder (default: the offline MiniLM)")
     seed: int = _opt(0, "seed of K-means and the baselines")
     kmeans: Literal["k-means++", "sample"] = _opt("k-means++", "K-means start: k-means++ on all points (3 restarts) "
-                                                  "or k-means++ on a seeded 8,000-point sample (the app's clusters)")
+                                                  "or k-means++ on a seeded 5,000-point sample (the app's clusters)")
 
 
 def run_select(a: SelectArgs):

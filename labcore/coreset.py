@@ -89,12 +89,12 @@ class KMeansFit:
 KMEANS_INITS = ("k-means++", "sample")
 """``fit_kmeans`` initialisations: scikit-learn's k-means++ on all points, or k-means++ on a seeded sample."""
 
-KMEANS_SAMPLE = 8000
+KMEANS_SAMPLE = 5000
 """Points in the seeded sample of ``init="sample"``."""
 
 KMEANS_SAMPLE_ITER = 20
-"""Most Lloyd iterations on all points after the sample's fit (``init="sample"``; measured on the shipped set, K = 32,
-64, 96: the inertia is within 0.05% of running them to convergence, at half the time)."""
+"""Most Lloyd iterations on all points after the sample's fit (``init="sample"``; measured on the shipped set with an
+8,000-point sample, K = 32, 64, 96: the inertia is within 0.05% of running them to convergence, at half the time)."""
 
 
 def fit_kmeans(embeddings: np.ndarray, n_clusters: int = 32, random_state: int = 0, n_init: int = 3,
@@ -109,8 +109,9 @@ def fit_kmeans(embeddings: np.ndarray, n_clusters: int = 32, random_state: int =
         init: "k-means++" (scikit-learn's default, as the paper's K-means) or "sample": one k-means++ K-means on a
             seeded sample of ``KMEANS_SAMPLE`` points, whose centroids start at most ``KMEANS_SAMPLE_ITER`` Lloyd
             iterations on all points. The k-means++ seeding over all N points is what makes a fit slow (1.3 s of
-            2 s at N = 35k, K = 32); from the sample's centroids the inertia lands within ~0.5% of the best of 3
-            full restarts (``benchmarks/selection.py`` measures both on the shipped set). The app uses it so that a
+            2 s at N = 35k, K = 32); from the sample's centroids the inertia lands within 0.4% of the best of 3
+            full restarts for K = 33..96, 2.9% at K = 8 (``benchmarks/selection.py`` measures both on the shipped
+            set). The app uses it so that a
             new K answers in about a second; ``labcore select --kmeans sample`` gives the same clusters.
         cache: read/write ``$LABCORE_CACHE/kmeans/<key>.npz`` (default ``~/.cache/labcore``), keyed by the
             embedding bytes, every parameter and scikit-learn's version (K-means on 35k x 384 takes ~30 s of CPU).

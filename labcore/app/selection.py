@@ -10,7 +10,7 @@ distribution centre, task centre, KCenterGreedy); the pictures are ``labcore.viz
   its first map on open, in seconds, without running the encoder. Any other file is embedded on *Load*, with a
   progress bar and an ETA; *Cancel* stops it after the current batch and keeps what was embedded in the cache;
 - per (dataset, K): the K-means fit (``labcore.coreset.fit_kmeans`` with ``init="sample"``: k-means++ on a seeded
-  8,000-point sample, then Lloyd on all points; about a second at N = 35k, and the same K always gives the same
+  5,000-point sample, then Lloyd on all points; about a second at N = 35k, and the same K always gives the same
   clusters; ``labcore select --kmeans sample`` reproduces them);
 - per (dataset, task, K, budget): the figures (the last ``MAX_VIEWS``), so a class opening the tab at once costs
   one selection.
