@@ -507,8 +507,8 @@ def run_embed(data: str | Path, split: str | None = "train", model: str = "minil
     store = EmbeddingCache(model, 256, quantize=quantize)
     unique = list(dict.fromkeys(texts))
     stem = Path(data).name.split(".")[0] + (f"-{split}" if split else "")
-    path = store.write_shipped([text_key(t) for t in unique], embed_texts(unique, model=model, progress=False,
-                                                                          quantize=quantize), stem)
+    fresh = embed_texts(unique, model=model, progress=progress, quantize=quantize, shipped=False)  # float32 rows
+    path = store.write_shipped([text_key(t) for t in unique], fresh, stem)
     shipped = embed_texts(texts, model=model, progress=False, quantize=quantize)  # now read back from data/
     t0 = time.perf_counter()
     xy = umap_2d(shipped, random_state=seed)

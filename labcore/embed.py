@@ -336,7 +336,7 @@ class EmbeddingCache:
 def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64, device: str = "auto",
                 cache: bool = True, max_length: int = 256, progress: bool = True, quantize: str | None = None,
                 tokens_per_batch: int = 8192, cancel: threading.Event | None = None,
-                on_progress: Callable[[int, int, float], None] | None = None) -> np.ndarray:
+                on_progress: Callable[[int, int, float], None] | None = None, shipped: bool = True) -> np.ndarray:
     """Sentence embeddings of ``texts``: masked mean pooling + L2 normalisation (arXiv 2305.09246, step 1).
 
     Args:
@@ -353,6 +353,8 @@ def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64,
         cancel: a ``threading.Event``; once set, embedding stops after the current batch, what was embedded is kept
             in the cache, and ``EmbeddingCancelled`` is raised.
         on_progress: called as on_progress(done, total, eta_seconds) after every batch of texts to embed.
+        shipped: also read the shipped float16 rows (False: only the user's cache and the encoder; what
+            ``labcore embed --ship`` writes from, so re-shipping never rounds rounded rows again).
     Returns:
         (N, d) float32, every row of unit L2 norm, in the order of ``texts``.
     Raises:
@@ -374,7 +376,8 @@ def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64,
     pos_of = {k: j for j, k in enumerate(unique_keys)}
     back = np.array([pos_of[k] for k in keys], dtype=np.int64)  # (N,) row of each text in the unique array
 
-    store = EmbeddingCache(model, max_length, quantize=quantize) if cache else None
+    store = EmbeddingCache(model, max_length, quantize=quantize, shipped=SHIPPED_DIR if shipped else None) \
+        if cache else None
     cached, found = store.lookup(unique_keys) if store is not None else (None, np.zeros(len(unique_keys), bool))
     missing = np.flatnonzero(~found)
     if len(missing) == 0 and cached is not None:
