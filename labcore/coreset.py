@@ -494,28 +494,28 @@ def run_embed(data: str | Path, split: str | None = "train", model: str = "minil
         if not records:
             raise ValueError(f"{data}: no records with split={split!r}")
     texts = [example_text(r) for r in records]
+    from labcore import fast_mode
+
+    if ship and fast_mode():
+        raise ValueError("--ship writes the full-quality UMAP layout: run it without LABCORE_FAST")
     t0 = time.perf_counter()
-    emb = embed_texts(texts, model=model, progress=progress, quantize=quantize)
+    # shipping writes float32 rows (the user's cache or the encoder), so re-shipping never rounds rounded rows again
+    emb = embed_texts(texts, model=model, progress=progress, quantize=quantize, shipped=not ship)
     print(f"embedded {len(texts)} examples of {data} ({emb.shape[1]}-d) in {time.perf_counter() - t0:.1f} s")
     if not ship:
         return emb
-    from labcore import fast_mode
-    from labcore.viz import umap_2d
+    from labcore.viz import shipped_layout_path, umap_2d
 
-    if fast_mode():
-        raise ValueError("--ship writes the full-quality UMAP layout: run it without LABCORE_FAST")
-    store = EmbeddingCache(model, 256, quantize=quantize)
-    unique = list(dict.fromkeys(texts))
+    first: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        first.setdefault(t, i)
     stem = Path(data).name.split(".")[0] + (f"-{split}" if split else "")
-    fresh = embed_texts(unique, model=model, progress=progress, quantize=quantize, shipped=False)  # float32 rows
-    path = store.write_shipped([text_key(t) for t in unique], fresh, stem)
-    shipped = embed_texts(texts, model=model, progress=False, quantize=quantize)  # now read back from data/
+    path = EmbeddingCache(model, 256, quantize=quantize).write_shipped(
+        [text_key(t) for t in first], emb[list(first.values())], stem)
+    shipped = embed_texts(texts, model=model, progress=False, quantize=quantize)  # read back from data/
     t0 = time.perf_counter()
-    xy = umap_2d(shipped, random_state=seed)
-    from labcore.viz import _umap_params, shipped_layout_path
-
-    layout = shipped_layout_path(shipped, _umap_params(seed, {}, fast=False))
+    layout = shipped_layout_path(shipped, seed)
     layout.parent.mkdir(parents=True, exist_ok=True)
-    np.save(layout, xy.astype(np.float32))
+    np.save(layout, umap_2d(shipped, random_state=seed).astype(np.float32))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and {layout.name} (UMAP {time.perf_counter() - t0:.1f} s)")
     return shipped

@@ -336,7 +336,8 @@ class EmbeddingCache:
 def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64, device: str = "auto",
                 cache: bool = True, max_length: int = 256, progress: bool = True, quantize: str | None = None,
                 tokens_per_batch: int = 8192, cancel: threading.Event | None = None,
-                on_progress: Callable[[int, int, float], None] | None = None, shipped: bool = True) -> np.ndarray:
+                on_progress: Callable[[int, int, float], None] | None = None, shipped: bool = True,
+                cached_only: bool = False) -> np.ndarray | None:
     """Sentence embeddings of ``texts``: masked mean pooling + L2 normalisation (arXiv 2305.09246, step 1).
 
     Args:
@@ -355,8 +356,9 @@ def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64,
         on_progress: called as on_progress(done, total, eta_seconds) after every batch of texts to embed.
         shipped: also read the shipped float16 rows (False: only the user's cache and the encoder; what
             ``labcore embed --ship`` writes from, so re-shipping never rounds rounded rows again).
+        cached_only: return None instead of running the encoder when some text is not cached (or shipped).
     Returns:
-        (N, d) float32, every row of unit L2 norm, in the order of ``texts``.
+        (N, d) float32, every row of unit L2 norm, in the order of ``texts`` (None: ``cached_only`` and a miss).
     Raises:
         EmbeddingCancelled: ``cancel`` was set.
     """
@@ -382,6 +384,8 @@ def embed_texts(texts: Sequence[str], model: str = MINILM, batch_size: int = 64,
     missing = np.flatnonzero(~found)
     if len(missing) == 0 and cached is not None:
         return cached[back]
+    if cached_only:
+        return None
     enc = dict(batch_size=batch_size, device=device, max_length=max_length, tokens_per_batch=tokens_per_batch,
                quantize=quantize)
     if len(unique_keys) == 0:  # empty input: (0, d) with the model's width

@@ -458,18 +458,17 @@ class _LazyGreedy:
         """
         rows: list[np.ndarray] = []
         union: np.ndarray | None = None
-        cost = 0  # pairs of the groups in `rows` screened separately, overhead included
+        cost = n_rows = 0  # pairs of the groups in `rows` screened separately (overhead included); their rows
         for lo, hi, c in zip(gs, ge, cols):
-            n_rows = sum(len(r) for r in rows)
             if union is not None:
                 joined = np.union1d(union, c)
                 if (n_rows + hi - lo) * len(joined) <= cost + _CALL_PAIRS + (hi - lo) * len(c) \
                         and n_rows + hi - lo <= self.rows.chunk_size:
                     rows.append(idx[lo:hi])
-                    union, cost = joined, cost + _CALL_PAIRS + (hi - lo) * len(c)
+                    union, cost, n_rows = joined, cost + _CALL_PAIRS + (hi - lo) * len(c), n_rows + hi - lo
                     continue
                 yield np.concatenate(rows), union
-            rows, union, cost = [idx[lo:hi]], c, _CALL_PAIRS + (hi - lo) * len(c)
+            rows, union, cost, n_rows = [idx[lo:hi]], c, _CALL_PAIRS + (hi - lo) * len(c), hi - lo
         if union is not None:
             yield np.concatenate(rows), union
 

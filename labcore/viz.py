@@ -72,14 +72,17 @@ def umap_key(embeddings: np.ndarray, params: dict[str, Any], with_version: bool 
     return h.hexdigest()[:32]
 
 
-def shipped_layout_path(X: np.ndarray, params: dict[str, Any]) -> Path:
-    """Where ``labcore embed --ship`` puts the UMAP layout of X: ``data/embeddings/umap/<key>.npy``."""
+def shipped_layout_path(X: np.ndarray, random_state: int, **umap_kwargs: Any) -> Path:
+    """Where ``labcore embed --ship`` puts the UMAP layout of X: ``data/embeddings/umap/<key>.npy`` (full-quality
+    parameters, also in fast mode)."""
     from labcore.embed import SHIPPED_DIR
 
+    params = _umap_params(random_state, umap_kwargs, fast=False)
     return SHIPPED_DIR / "umap" / f"{umap_key(np.asarray(X, np.float32), params, with_version=False)}.npy"
 
 
-def umap_2d(embeddings: np.ndarray, random_state: int = 42, cache: bool = True, **umap_kwargs: Any) -> np.ndarray:
+def umap_2d(embeddings: np.ndarray, random_state: int = 42, cache: bool = True, cached_only: bool = False,
+            **umap_kwargs: Any) -> np.ndarray | None:
     """2-D UMAP layout of embeddings, cached on disk (UMAP on 30k points takes minutes on a laptop).
 
     Args:
@@ -88,16 +91,17 @@ def umap_2d(embeddings: np.ndarray, random_state: int = 42, cache: bool = True, 
         cache: read/write ``$LABCORE_CACHE/umap/<key>.npy`` (default ``~/.cache/labcore``), and read the layouts
             shipped in ``data/embeddings/umap/`` (``labcore embed --ship``); the key covers the embedding content and
             every parameter.
+        cached_only: return None instead of fitting UMAP when no layout is on disk.
         **umap_kwargs: passed to ``umap.UMAP`` (defaults: n_neighbors=15, min_dist=0.1, metric="cosine";
             in fast mode, ``LABCORE_FAST=1``, n_epochs=50).
     Returns:
-        (N, 2) float32 coordinates.
+        (N, 2) float32 coordinates (None: ``cached_only`` and not on disk).
     """
     X = np.asarray(embeddings, dtype=np.float32)
     params = _umap_params(random_state, umap_kwargs)
     path = cache_root() / "umap" / f"{umap_key(X, params)}.npy"
     # the layouts shipped in data/ (full quality, so fast mode uses them too), then the user's cache
-    for candidate in (shipped_layout_path(X, _umap_params(random_state, umap_kwargs, fast=False)), path):
+    for candidate in (shipped_layout_path(X, random_state, **umap_kwargs), path):
         if cache and candidate.is_file():
             try:
                 xy = np.load(candidate)
@@ -105,6 +109,8 @@ def umap_2d(embeddings: np.ndarray, random_state: int = 42, cache: bool = True, 
                     return xy.astype(np.float32, copy=False)
             except (OSError, ValueError):  # a torn file: recompute
                 pass
+    if cached_only:
+        return None
     xy = _fit_umap(X, params)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)

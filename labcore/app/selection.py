@@ -103,6 +103,7 @@ class SelectionHandlers:
         self._kmeans: dict[tuple[str, int], Any] = {}
         self._views: OrderedDict[tuple, tuple] = OrderedDict()  # (path, task, K, budget) -> ``select``'s outputs
         self._embedded: dict[str, np.ndarray] = {}  # embeddings read by ``instant``, for ``dataset``
+        self._read: dict[str, tuple[list[dict[str, Any]], str]] = {}  # records read by ``instant``, for ``dataset``
         self._lock = threading.Lock()  # one load / fit at a time (both are CPU-heavy)
         self.cancel = threading.Event()  # set by the Cancel button: stops an embedding after the current batch
         self.last_timings: dict[str, float] = {}
@@ -117,20 +118,13 @@ class SelectionHandlers:
         with self._lock:
             if key in self._sets:
                 return self._sets[key]
-            from labcore.coreset import example_text, load_instruction_set
+            from labcore.coreset import example_text
             from labcore.embed import embed_texts
             from labcore.viz import umap_2d
 
             _say(progress, 0.0, f"reading {path}")
-            records = load_instruction_set(key)
-            note = ""
-            if self.split is not None:
-                part = [r for r in records if r.get("split") == self.split]
-                if part:
-                    note = f"split {self.split!r} only ({len(part)} of {len(records)} records)"
-                    records = part
-                else:
-                    note = f"no {self.split!r} split in the file: all {len(records)} records used"
+            records, note = self._records(key)
+            self._read.pop(key)  # kept in the LoadedSet from here on
             _say(progress, 0.05, f"embedding {len(records)} examples with {self.embed_model} "
                                  "(minutes on a CPU the first time; cached on disk afterwards)")
 
@@ -170,24 +164,34 @@ class SelectionHandlers:
             return True
         if not Path(key).is_file():
             return False
-        from labcore import cache_root
-        from labcore.coreset import example_text, load_instruction_set
-        from labcore.embed import EmbeddingCache, text_key
-        from labcore.viz import _umap_params, shipped_layout_path, umap_key
-
-        records = load_instruction_set(key)
-        part = [r for r in records if r.get("split") == self.split] if self.split is not None else records
-        records = part or records
-        keys = list(dict.fromkeys(text_key(example_text(r)) for r in records))
-        emb, found = EmbeddingCache(self.embed_model, 256).lookup(keys)
-        if emb is None or not found.all():
-            return False
+        from labcore.coreset import example_text
         from labcore.embed import embed_texts
+        from labcore.viz import umap_2d
 
-        X = embed_texts([example_text(r) for r in records], model=self.embed_model, progress=False)
+        records, _ = self._records(key)
+        X = embed_texts([example_text(r) for r in records], model=self.embed_model, progress=False,
+                        cached_only=True)
+        if X is None:
+            return False
         self._embedded[key] = X  # dataset() takes it from here
-        return shipped_layout_path(X, _umap_params(self.random_state, {}, fast=False)).is_file() or \
-            (cache_root() / "umap" / f"{umap_key(X, _umap_params(self.random_state, {}))}.npy").is_file()
+        return umap_2d(X, random_state=self.random_state, cached_only=True) is not None
+
+    def _records(self, key: str) -> tuple[list[dict[str, Any]], str]:
+        """The records of the split in use from file ``key`` (read once), and the note on how the split was chosen."""
+        if key not in self._read:
+            from labcore.coreset import load_instruction_set
+
+            records = load_instruction_set(key)
+            note = ""
+            if self.split is not None:
+                part = [r for r in records if r.get("split") == self.split]
+                if part:
+                    note = f"split {self.split!r} only ({len(part)} of {len(records)} records)"
+                    records = part
+                else:
+                    note = f"no {self.split!r} split in the file: all {len(records)} records used"
+            self._read[key] = (records, note)
+        return self._read[key]
 
     def open_view(self, path: str, n_clusters: int = 32, unit: str = BUDGET_UNITS[0], value: float = 0.5,
                   progress: Any = None):
