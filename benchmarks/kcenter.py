@@ -151,6 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 10k only (CI-like run)")
     ap.add_argument("--device", default="auto", help="labcore device: auto | cpu | cuda | mps")
+    ap.add_argument("--method", default="auto", help="labcore path: auto | lazy | resident (KCenterGreedy(method=))")
     ap.add_argument("--baseline-steps", type=int, default=100,
                     help="for N >= 50k and K >= 500 time this many reference steps and extrapolate (0: run all K)")
     ap.add_argument("--float64", action="store_true", help="also time the reference loop on float64 features")
@@ -175,7 +176,7 @@ def main() -> None:
             X = make_data(n, kind)
             i0 = int(np.random.default_rng(1).integers(n))
             with PeakRSS() as mem:
-                KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)
+                KCenterGreedy(budget=K, device=args.device, method=args.method).fit(X, initial=i0)
             memory[n, kind] = mem.delta_mb
             del X
     set_malloc(track_rss=False)
@@ -184,9 +185,9 @@ def main() -> None:
             X = make_data(n, kind)
             i0 = int(np.random.default_rng(1).integers(n))
             mem_mb = memory[n, kind]
-            KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)  # warm the allocator's reuse
+            KCenterGreedy(budget=K, device=args.device, method=args.method).fit(X, initial=i0)  # warm the allocator's reuse
             t = time.perf_counter()
-            km = KCenterGreedy(budget=K, device=args.device).fit(X, initial=i0)
+            km = KCenterGreedy(budget=K, device=args.device, method=args.method).fit(X, initial=i0)
             t_lab = time.perf_counter() - t
             steps = K if (n < 50_000 or K < 500 or args.baseline_steps <= 0) else min(args.baseline_steps, K)
             t = time.perf_counter()
@@ -207,7 +208,7 @@ def main() -> None:
             tag = f"{n // 1000}k_{kind}"
             summary[f"speedup_{tag}"] = f"{speedup:.1f}x"
             summary[f"identical_{tag}"] = identical
-    print(f"labcore device: {km.device_}; labcore/floor above 1x: faster than one pass over X per step "
+    print(f"labcore device: {km.device_}, method: {km.method_}; labcore/floor above 1x: faster than one pass over X per step "
           f"(the floor of any per-step method, fp32 or fp16, whichever is faster here)")
     print(" ".join(f"{k}={v}" for k, v in summary.items())
           + f" identical={all(v for k, v in summary.items() if k.startswith('identical'))}")

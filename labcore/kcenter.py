@@ -44,7 +44,9 @@ What KCenterGreedy does instead (same choices, same float64 values, bit for bit)
    exceed device memory (it may live in host RAM, or be a tensor on any device). Extra memory is O(N) (a few
    (N,) vectors) + O(budget * d) for the centres + one (chunk_size x 1024) screening block.
 Nothing here changes with the device: GPU matmuls may round differently from run to run, which only moves
-the screen inside its proven bounds; the float64 verification runs on the host with numpy.
+the screen inside its proven bounds; the float64 verification runs on the host with numpy. On a GPU the lazy
+steps' host decisions cost more than the passes they save: ``method="resident"`` (the CUDA default,
+``labcore.kcenter_resident``) keeps X on the device, makes one pass per pick and reads the host once per block.
 
 Better than the classic copies (see shared/PAPERS.md): ``random_state`` is really used for the random start;
 no bare ``except``; no (budget x N) or (N x N) matrix; chosen points get min distance 0 and are never picked twice;
@@ -58,6 +60,7 @@ import numpy as np
 import torch
 
 from labcore.kcenter_bounds import _U32, _U64, _Bound, _matmul_input_roundoff  # noqa: F401 (tests use them)
+from labcore.kcenter_resident import ResidentGreedy, fits_on_device, host_array
 from labcore.utils import resolve_device, torch_threads
 
 METRICS = ("euclidean", "cosine")
@@ -182,7 +185,8 @@ def kcenter_greedy_reference(X: np.ndarray | torch.Tensor, budget: int, initial:
 class _Rows:
     """Gather rows of X as exact float64 on the host, or as fp32 on the device, one chunk at a time."""
 
-    def __init__(self, X: np.ndarray | torch.Tensor, metric: str, device: torch.device, chunk_size: int):
+    def __init__(self, X: np.ndarray | torch.Tensor, metric: str, device: torch.device, chunk_size: int,
+                 screen: bool = True):
         if isinstance(X, torch.Tensor):
             self.t, self.a = X.detach(), None
             if self.t.is_complex() or self.t.dtype == torch.bool:
@@ -199,18 +203,20 @@ class _Rows:
         self.norms: np.ndarray | None = None
         # One streaming pass: check finiteness, (cosine) the float64 row norms of the reference, and the fp32
         # squared norms ||x'||^2 of the screen (x' = fl32 of the reference's row, as ``device32`` gives it).
+        # screen=False (the resident path, which checks and screens on its device): only the cosine norms.
         norms = np.empty(self.n) if metric == "cosine" else None
         xn = np.empty(self.n, dtype=np.float32)
-        for lo in range(0, self.n, chunk_size):
+        for lo in range(0, self.n if screen or norms is not None else 0, chunk_size):
             rows = self._raw64(slice(lo, min(lo + chunk_size, self.n)))  # (n_chunk, d)
             if not np.isfinite(rows).all():
                 raise ValueError("X contains NaN or infinite values")
             if norms is not None:
                 norms[lo:lo + len(rows)] = nc = np.sqrt(_row_sq_sums64(rows))
                 rows = rows / nc[:, None] if (nc > 0).all() else rows
-            x32 = torch.from_numpy(rows).float()
-            xn[lo:lo + len(rows)] = (x32 * x32).sum(1).numpy()
-        self.xn = torch.from_numpy(xn).to(device)  # (N,) fp32
+            if screen:
+                x32 = torch.from_numpy(rows).float()
+                xn[lo:lo + len(rows)] = (x32 * x32).sum(1).numpy()
+        self.xn = torch.from_numpy(xn).to(device) if screen else None  # (N,) fp32
         if norms is not None:
             if (norms == 0).any():
                 raise ValueError(f"cosine metric needs non-zero rows; row {int(np.argmax(norms == 0))} is zero")
@@ -283,23 +289,30 @@ class KCenterGreedy:
             no ``initial``.
         chunk_size: rows moved to the device at once (also bounds the screening block); lower it for huge d or
             small devices.
+        method: "lazy" (streams X, touches few points per step: the fast path on a CPU), "resident" (X on the
+            device, one pass over it per pick and one host read per block of picks: the fast path on a GPU, see
+            ``labcore.kcenter_resident``) or "auto": resident on CUDA when X fits in its free memory, else lazy.
+            Both choose exactly what the reference chooses.
 
     Attributes (after ``fit``):
         selected_indices_: (budget,) int64, the chosen indices in order, starting with ``initial``.
         min_distances_: (N,) float64, distance of each point to its nearest chosen centre (0 for chosen points).
         radius_history_: (budget,) float64, covering radius max_i min_distances after each selection (non-increasing).
         device_: the resolved torch.device.
-        stats_: work counters: rows_streamed, pairs_screened, pairs_verified, brute_force_pairs (N * budget).
+        method_: "lazy" or "resident", the path taken.
+        stats_: work counters: rows_streamed, pairs_screened, pairs_verified, brute_force_pairs (N * budget);
+            resident: host_syncs (host reads of a block's flags) and host_decided (steps decided on the host).
     """
 
     def __init__(self, budget: int, metric: str = "euclidean", device: str | torch.device = "auto",
                  random_state: int | np.random.Generator | np.random.RandomState | None = None,
-                 chunk_size: int = 4096):
+                 chunk_size: int = 4096, method: str = "auto"):
         self.budget = budget
         self.metric = metric
         self.device = device
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.method = method
 
     def _random_start(self, n: int) -> int:
         rs = self.random_state
@@ -312,7 +325,8 @@ class KCenterGreedy:
         """Choose ``budget`` centres from X.
 
         Args:
-            X: (N, d) points, numpy array or torch tensor (any float dtype, any device); never copied whole.
+            X: (N, d) points, numpy array or torch tensor (any float dtype, any device); the lazy path never copies
+                it whole, the resident one moves it to the device once.
             initial: index or list of distinct indices chosen first (counted in the budget); None: one index drawn
                 from ``random_state``.
         Returns:
@@ -322,23 +336,19 @@ class KCenterGreedy:
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, (int, np.integer)) \
                 or self.chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {self.chunk_size!r}")
+        if self.method not in ("auto", "lazy", "resident"):
+            raise ValueError(f"method must be 'auto', 'lazy' or 'resident', got {self.method!r}")
         device = resolve_device(self.device)
-        rows = _Rows(X, metric, device, int(self.chunk_size))
+        X = X if isinstance(X, torch.Tensor) else np.asarray(X)
+        resident = self.method == "resident" or (self.method == "auto" and fits_on_device(X, metric, device))
+        rows = _Rows(host_array(X) if resident else X, metric, device, int(self.chunk_size), screen=not resident)
         n, d = rows.n, rows.d
         budget = _check_budget(self.budget, n)
         initial = _check_initial(self._random_start(n) if initial is None else initial, n, budget)
-        run = _LazyGreedy(rows, budget, _Bound(d, _matmul_input_roundoff(device)))
-        selected, radius = [], []
-        nxt = -1
-        with torch_threads(1, device):
-            for k in range(budget):
-                c = initial[k] if k < len(initial) else nxt
-                run.add_centre(c)
-                selected.append(c)
-                nxt, r = run.select()  # exact argmax over unchosen points, and the covering radius now
-                radius.append(r)
-            m = run.finish()
-        radius_arr = np.asarray(radius, dtype=np.float64)
+        run = ResidentGreedy(X, rows, metric, device, budget) if resident else \
+            _LazyGreedy(rows, budget, _Bound(d, _matmul_input_roundoff(device)))
+        with torch_threads(None if resident else 1, device):
+            selected, m, radius_arr = run.run(initial)
         if metric == "cosine":  # report 1 - cos = ||x^ - c^||^2 / 2, exactly as the reference
             m, radius_arr = m * m / 2.0, radius_arr * radius_arr / 2.0
         self.selected_indices_ = np.asarray(selected, dtype=np.int64)
@@ -346,6 +356,7 @@ class KCenterGreedy:
         self.radius_history_ = radius_arr
         self.n_features_in_ = d
         self.device_ = device
+        self.method_ = "resident" if resident else "lazy"
         self.stats_ = dict(run.stats, brute_force_pairs=n * budget)
         return self
 
@@ -385,6 +396,17 @@ class _LazyGreedy:
         self.Cn_host[self.t] = float(self.Cn[self.t])
         self.t += 1
         self.m[j], self.lo[j], self.s[j], self.ex[j] = -1.0, -1.0, self._CHOSEN_S, True
+
+    def run(self, initial: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(selected, min distances (N,), radius (budget,)) as the reference computes them (chordal for cosine)."""
+        selected, radius, nxt = [], [], -1
+        for k in range(len(self.C64)):
+            c = initial[k] if k < len(initial) else nxt
+            self.add_centre(c)
+            selected.append(c)
+            nxt, r = self.select()  # exact argmax over unchosen points, and the covering radius now
+            radius.append(r)
+        return selected, self.finish(), np.asarray(radius, dtype=np.float64)
 
     def select(self) -> tuple[int, float]:
         """Exact argmax_i m_i over unchosen points (lowest index on ties), and the covering radius max_i m_i."""

@@ -38,14 +38,17 @@ class _Bound:
     Hence  L = (sqrt(max(q - E, 0)) - delta)(1 - rho) <= d64(x, c) <= H = (sqrt(q + E) + delta)(1 + rho).
     Per row, ||c'|| is replaced by the largest centre norm of the block (larger E, delta: still valid), so L and H
     are monotone in q and the test "L <= best" becomes "q <= T(best)".
+    With ``u = 2^-53`` the same proof bounds a float64 screen of the float64 rows themselves (x' = x: delta is then
+    slack), which the resident path of ``labcore.kcenter_resident`` uses to settle near-ties on the device.
     """
 
-    def __init__(self, d: int, u_in: float):
-        gamma = d * _U32 / (1.0 - d * _U32)
-        gamma1 = (d + 1) * _U32 / (1.0 - (d + 1) * _U32)
+    def __init__(self, d: int, u_in: float, u: float = _U32):
+        gamma = d * u / (1.0 - d * u)
+        gamma1 = (d + 1) * u / (1.0 - (d + 1) * u)
         if gamma1 >= 0.1:
             raise ValueError(f"d={d} features is too many for the float32 screen")
-        self.kappa = (3 * gamma1 * (1 + u_in) ** 2 + 2 * (2 * u_in + u_in ** 2) + 3 * _U32) / (1 - gamma) ** 2
+        self.u = u  # unit roundoff of the screen's working precision (2^-24; 2^-53 for a float64 screen)
+        self.kappa = (3 * gamma1 * (1 + u_in) ** 2 + 2 * (2 * u_in + u_in ** 2) + 3 * u) / (1 - gamma) ** 2
         self.norm_scale = 1.0 / (1.0 - gamma)  # ||x'||^2 <= fl(sum x'^2) / (1 - gamma)
         self.rho = (d + 12) * _U64
 
@@ -54,7 +57,7 @@ class _Bound:
         xn64 = xn.double() * self.norm_scale
         cn64 = cn_max * self.norm_scale
         E = self.kappa * (xn64 + cn64)
-        delta = _U32 / (1 - _U32) * (xn64.sqrt() + math.sqrt(cn64)) * (1 + 4 * _U64)
+        delta = self.u / (1 - self.u) * (xn64.sqrt() + math.sqrt(cn64)) * (1 + 4 * _U64)
         return E, delta
 
     def upper(self, q: torch.Tensor, E: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

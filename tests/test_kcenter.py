@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from labcore.kcenter import (KCenterGreedy, _Bound, _distances64, _matmul_input_roundoff, kcenter_greedy_reference)
+from labcore.kcenter import (_U64, KCenterGreedy, _Bound, _distances64, _matmul_input_roundoff,
+                             kcenter_greedy_reference)
 
 
 def brute_min_dist(X: np.ndarray, S: list[int]) -> np.ndarray:
@@ -15,9 +16,13 @@ def brute_min_dist(X: np.ndarray, S: list[int]) -> np.ndarray:
     return np.linalg.norm(X[:, None, :] - X[S][None, :, :], axis=2).min(axis=1)  # (N,)
 
 
+METHODS = ("lazy", "resident")  # both paths run on the CPU; the resident one is the CUDA default
+
+
 def assert_same_as_reference(X, budget, initial, metric="euclidean", **kw):
     sel, m, radius = kcenter_greedy_reference(X, budget, initial, metric)
     km = KCenterGreedy(budget, metric=metric, device="cpu", **kw).fit(X, initial=initial)
+    assert km.method_ == kw.get("method", "lazy")
     assert km.selected_indices_.tolist() == sel
     np.testing.assert_array_equal(km.min_distances_, m)  # the same float64 values, bit for bit
     np.testing.assert_array_equal(km.radius_history_, radius)
@@ -38,8 +43,8 @@ def test_hand_computed_line():
     #   m = [0, 1, 3, 10] -> pick 10 (idx 3); m = [0, 1, 3, 0] -> pick 3 (idx 2); m = [0, 1, 0, 0] -> pick 1 (idx 1)
     #   radius after each pick: 10, 3, 1, 0
     X = np.array([[0.0], [1.0], [3.0], [10.0]])
-    for fit in (lambda: KCenterGreedy(4, device="cpu").fit(X, initial=0),):
-        km = fit()
+    for method in METHODS:
+        km = KCenterGreedy(4, device="cpu", method=method).fit(X, initial=0)
         assert km.selected_indices_.tolist() == [0, 3, 2, 1]
         np.testing.assert_array_equal(km.radius_history_, [10.0, 3.0, 1.0, 0.0])
         np.testing.assert_array_equal(km.min_distances_, [0.0, 0.0, 0.0, 0.0])
@@ -108,25 +113,36 @@ def test_distances64_depend_on_the_row_only():
         np.testing.assert_array_equal(_distances64(X[i:i + 1], c), full[i:i + 1])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp64"])
 @pytest.mark.parametrize("offset", [0.0, 1e3])
-def test_fp32_screen_bound_holds(offset):
-    """[L, H] from the fp32 screen contains the float64 distance, even with catastrophic cancellation (offset)."""
+def test_screen_bound_holds(offset, precision):
+    """[L, H] from the fp32 screen (and from the float64 one the resident path refines with) contains the float64
+    distance, even with catastrophic cancellation (offset)."""
     rng = np.random.default_rng(3)
     d = 64
     X = offset + rng.standard_normal((400, d)) * 10.0 ** rng.uniform(-3, 1, size=(400, 1))
     C = X[:50] + 1e-4 * rng.standard_normal((50, d))
     C[:5] = X[:5]  # exact duplicates: d64 = 0
-    bound = _Bound(d, _matmul_input_roundoff(torch.device("cpu")))
-    x32, c32 = torch.from_numpy(X).float(), torch.from_numpy(C).float()
-    xn, cn = (x32 * x32).sum(1), (c32 * c32).sum(1)
-    q = torch.addmm(xn[:, None] + cn[None, :], x32, c32.T, alpha=-2.0)  # (400, 50)
+    if precision == "fp32":
+        bound = _Bound(d, _matmul_input_roundoff(torch.device("cpu")))
+        x, c = torch.from_numpy(X).float(), torch.from_numpy(C).float()
+    else:
+        bound = _Bound(d, 0.0, u=_U64)
+        x, c = torch.from_numpy(X), torch.from_numpy(C)
+    xn, cn = (x * x).sum(1), (c * c).sum(1)
+    q = torch.addmm(xn[:, None] + cn[None, :], x, c.T, alpha=-2.0)  # (400, 50)
     E, delta = bound.terms(xn, float(cn.max()))
     d64 = np.stack([_distances64(X, C[j]) for j in range(50)], axis=1)  # (400, 50)
-    H = bound.upper(q.reshape(-1), E.repeat_interleave(50), delta.repeat_interleave(50)).reshape(400, 50).numpy()
-    assert np.all(d64 <= H)
-    # the threshold for "q > T  =>  d64 > best": take best = d64 itself, every pair must pass q <= T(d64)
-    T = bound.threshold(torch.from_numpy(d64.reshape(-1)), E.repeat_interleave(50), delta.repeat_interleave(50))
-    assert torch.all(q.reshape(-1) <= T)
+    E, delta = E.repeat_interleave(50), delta.repeat_interleave(50)
+    H = bound.upper(q.reshape(-1), E, delta).reshape(400, 50).numpy()
+    L = bound.lower(q.reshape(-1), E, delta).reshape(400, 50).numpy()
+    assert np.all(L <= d64) and np.all(d64 <= H)
+    if precision == "fp32":
+        # the threshold for "q > T  =>  d64 > best": take best = d64 itself, every pair must pass q <= T(d64)
+        T = bound.threshold(torch.from_numpy(d64.reshape(-1)), E, delta)
+        assert torch.all(q.reshape(-1) <= T)
+    else:  # and it is tight: the float64 interval settles what the fp32 one cannot (less so far from the origin)
+        assert np.median(H - L) < (1e-9 if offset == 0 else 1e-6) * np.median(d64)
 
 
 # ---------------------------------------------------------------- parity with the straightforward algorithm ------
@@ -134,7 +150,8 @@ def test_fp32_screen_bound_holds(offset):
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 @pytest.mark.parametrize("data", ["random", "clustered", "far_from_origin"])
-def test_identical_to_reference(metric, data):
+@pytest.mark.parametrize("method", METHODS)
+def test_identical_to_reference(metric, data, method):
     rng = np.random.default_rng(4)
     if data == "random":
         X = rng.standard_normal((1500, 24)).astype(np.float32)
@@ -142,7 +159,7 @@ def test_identical_to_reference(metric, data):
         X = clustered(1500, 24, 15, 0.3, seed=5)
     else:  # fp32 ||x||^2 + ||c||^2 - 2 x.c loses almost every digit here: verification must catch it
         X = 500.0 + 0.01 * rng.standard_normal((1500, 24))
-    assert_same_as_reference(X, 150, [int(rng.integers(1500))], metric)
+    assert_same_as_reference(X, 150, [int(rng.integers(1500))], metric, method=method)
 
 
 @pytest.mark.parametrize("call_pairs", [0, 1 << 40])
@@ -160,16 +177,18 @@ def test_identical_whether_groups_are_joined_or_not(monkeypatch, call_pairs, dat
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_identical_with_exact_ties_and_duplicates(metric):
+@pytest.mark.parametrize("method", METHODS)
+def test_identical_with_exact_ties_and_duplicates(metric, method):
     # an integer grid has many exactly equal distances; every row appears 3 times, in shuffled order;
     # the budget exceeds the number of distinct points, so covered duplicates must be taken lowest index first.
     g = np.stack(np.meshgrid(np.arange(1, 6), np.arange(1, 5), np.arange(1, 4)), -1).reshape(-1, 3)  # (60, 3)
     X = np.random.default_rng(6).permutation(np.concatenate([g, g, g])).astype(np.float64)  # (180, 3)
-    km = assert_same_as_reference(X, 90, [17], metric, chunk_size=16)
+    km = assert_same_as_reference(X, 90, [17], metric, chunk_size=16, method=method)
     assert km.radius_history_[-1] == 0.0 and len(set(km.selected_indices_.tolist())) == 90
 
 
-def test_identical_with_near_ties_below_fp32_resolution():
+@pytest.mark.parametrize("method", METHODS)
+def test_identical_with_near_ties_below_fp32_resolution(method):
     # points on spheres around the start whose radii differ by ~1e-13 (far below what fp32 can separate),
     # plus near-duplicates 1e-12 apart: the exact float64 order (and lowest index on exact ties) must win.
     rng = np.random.default_rng(7)
@@ -177,8 +196,8 @@ def test_identical_with_near_ties_below_fp32_resolution():
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     radii = 1.0 + 1e-13 * rng.integers(0, 4, size=(400, 1))
     X = np.concatenate([np.zeros((1, 16)), dirs * radii, dirs[:100] * radii[:100] + 1e-12])  # (501, 16)
-    assert_same_as_reference(X, 60, 0)
-    assert_same_as_reference(X[1:], 60, 0, "cosine")  # directions only; the 1e-12 near-duplicates remain
+    assert_same_as_reference(X, 60, 0, method=method)
+    assert_same_as_reference(X[1:], 60, 0, "cosine", method=method)  # directions only; 1e-12 near-duplicates remain
 
 
 def test_euclidean_and_cosine_agree_on_unit_vectors():
@@ -202,6 +221,52 @@ def test_chunking_and_input_types_give_the_same_result():
         np.testing.assert_array_equal(km.min_distances_, ref.min_distances_)
         np.testing.assert_array_equal(km.radius_history_, ref.radius_history_)
     assert ref.stats_["pairs_screened"] > 0 and ref.stats_["brute_force_pairs"] == 700 * 70
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_resident_input_types(metric):
+    X = clustered(700, 12, 8, 0.4, seed=9)
+    for data in (X.astype(np.float32), torch.from_numpy(X.astype(np.float32)).requires_grad_(), X,
+                 X.astype(np.float16), torch.from_numpy(X).to(torch.bfloat16), np.rint(4 * X).astype(np.int64)):
+        assert_same_as_reference(data, 70, [3, 400], metric, method="resident")
+
+
+def test_resident_reads_the_host_once_per_block_not_per_pick(monkeypatch):
+    """The resident path keeps its picks on the device: the host reads a block's "proven" flags, not each pick
+    (every host read a GPU would wait for is counted)."""
+    X = np.random.default_rng(13).standard_normal((3000, 32)).astype(np.float32)
+    reads = []
+    for name in ("cpu", "item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k:
+                            reads.append(_name) or _real(self, *a, **k))
+    km = KCenterGreedy(400, device="cpu", method="resident").fit(X, initial=0)
+    monkeypatch.undo()
+    assert km.stats_["host_decided"] == 0 and km.stats_["host_syncs"] <= 8
+    assert len(reads) < 40, reads  # blocks, start-up and the batched verification: not 400 picks
+    sel, m, radius = kcenter_greedy_reference(X, 400, 0)
+    assert km.selected_indices_.tolist() == sel
+    np.testing.assert_array_equal(km.radius_history_, radius)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_resident_recovers_when_the_device_cannot_prove_a_pick(monkeypatch, metric):
+    """With one candidate per step the fp32 bound of the runner-up often overlaps the best: those steps are rebuilt
+    and decided on the host, and the picks stay the reference's."""
+    from labcore import kcenter_resident
+
+    monkeypatch.setattr(kcenter_resident, "_START_K", 1)
+    monkeypatch.setattr(kcenter_resident, "_START_B", 64)
+    X = np.random.default_rng(14).standard_normal((2000, 384)).astype(np.float32)
+    km = assert_same_as_reference(X, 120, [7], metric, method="resident")
+    assert km.stats_["host_decided"] >= 1
+
+
+def test_method_choice():
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    assert KCenterGreedy(5, device="cpu").fit(X, initial=0).method_ == "lazy"  # auto: resident only on CUDA
+    with pytest.raises(ValueError, match="method"):
+        KCenterGreedy(5, device="cpu", method="fast").fit(X, initial=0)
 
 
 # ---------------------------------------------------------------- initial, random_state, validation --------------
@@ -293,9 +358,10 @@ def test_coreset_pipeline_contract():
 def test_cuda_matches_cpu(metric):
     X = clustered(20000, 64, 30, 0.5, seed=12).astype(np.float32)
     cpu = KCenterGreedy(300, metric=metric, device="cpu").fit(X, initial=11)
-    for data, chunk in ((X, 1000), (torch.from_numpy(X).cuda(), 4096)):  # host array streamed; tensor on the GPU
-        gpu = KCenterGreedy(300, metric=metric, device="cuda", chunk_size=chunk).fit(data, initial=11)
-        assert gpu.device_.type == "cuda"
+    # host array streamed (lazy); tensor on the GPU (auto: resident); host array copied to the GPU (resident)
+    for data, chunk, method in ((X, 1000, "lazy"), (torch.from_numpy(X).cuda(), 4096, "auto"), (X, 4096, "resident")):
+        gpu = KCenterGreedy(300, metric=metric, device="cuda", chunk_size=chunk, method=method).fit(data, initial=11)
+        assert gpu.device_.type == "cuda" and gpu.method_ == ("lazy" if method == "lazy" else "resident")
         assert gpu.selected_indices_.tolist() == cpu.selected_indices_.tolist()
         np.testing.assert_array_equal(gpu.min_distances_, cpu.min_distances_)
         np.testing.assert_array_equal(gpu.radius_history_, cpu.radius_history_)
