@@ -530,6 +530,41 @@ def test_budget_count():
         budget_count("count", 0, 10)
 
 
+def test_cancel_stops_only_the_load_of_the_session_that_started_it(world, monkeypatch):
+    """The data-selection tab serves a class: a student's Cancel must not stop the load another one started."""
+    import threading
+
+    from labcore import embed
+
+    started = threading.Event()
+
+    def slow_embed(texts, cancel=None, **kw):  # an embedding that runs until it is cancelled (10 s at most)
+        started.set()
+        if cancel.wait(10):
+            raise embed.EmbeddingCancelled("embedding cancelled after 0 texts")
+        raise AssertionError("never cancelled")
+
+    monkeypatch.setattr(embed, "embed_texts", slow_embed)
+    sel = SelectionHandlers()
+    assert sel.request_cancel("alice") == "Nothing is loading."
+    errors = []
+    loader = threading.Thread(target=lambda: errors.append(_raises(sel.load, str(world.data), owner="alice")))
+    loader.start()
+    assert started.wait(10)
+    assert "another user" in sel.request_cancel("bob") and not sel.cancel.is_set()
+    assert "Cancelling" in sel.request_cancel("alice")
+    loader.join(10)
+    assert errors == [embed.EmbeddingCancelled] and sel.loading_by is None
+
+
+def _raises(fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+    except Exception as err:  # noqa: BLE001 - the test looks at the type
+        return type(err)
+    return None
+
+
 def test_selection_load_select_and_caches(world):
     from labcore.coreset import load_instruction_set, select_coreset
     from labcore.embed import embed_texts
@@ -610,7 +645,7 @@ def test_launched_app_every_endpoint(world, tmp_path, monkeypatch):
         # on open, a file whose embeddings are not cached is not embedded: the user is told to press Load
         opened = client.predict(str(world.data), 4, "count", 3, api_name="/open_selection")
         assert "Press **Load**" in opened[-1] and opened[1] == {"__type__": "update"}  # the map is left as it is
-        assert "Cancelling" in client.predict(api_name="/cancel_load")
+        assert client.predict(api_name="/cancel_load") == "Nothing is loading."  # Cancel stops only your own load
         task_update, status = client.predict(str(world.data), api_name="/load_dataset")
         assert "120 records" in status and task_update["value"] in TASKS
         # now it is embedded and laid out: opening draws the map of the largest task at once

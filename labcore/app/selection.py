@@ -105,43 +105,64 @@ class SelectionHandlers:
         self._embedded: dict[str, np.ndarray] = {}  # embeddings read by ``instant``, for ``dataset``
         self._read: dict[str, tuple[list[dict[str, Any]], str]] = {}  # records read by ``instant``, for ``dataset``
         self._lock = threading.Lock()  # one load / fit at a time (both are CPU-heavy)
-        self.cancel = threading.Event()  # set by the Cancel button: stops an embedding after the current batch
+        self.cancel = threading.Event()  # set by ``request_cancel``: stops an embedding after the current batch
+        self.loading_by: str | None = None  # the session whose load is running (None: no load is running)
         self.last_timings: dict[str, float] = {}
         """Seconds spent in the steps of the last ``select`` call (``select``, ``plots``, ``kmeans``)."""
 
     # -- caches ------------------------------------------------------------------------------------------------------
-    def dataset(self, path: str, progress: Any = None) -> LoadedSet:
-        """Read, embed (disk cache) and lay out (disk cache) an instruction set; kept in memory afterwards."""
+    def dataset(self, path: str, progress: Any = None, owner: str | None = None) -> LoadedSet:
+        """Read, embed (disk cache) and lay out (disk cache) an instruction set; kept in memory afterwards.
+
+        ``owner`` (the app's session) is the one whose ``request_cancel`` stops this load."""
         key = str(Path(path).expanduser().resolve())
         if key in self._sets:
             return self._sets[key]
         with self._lock:
             if key in self._sets:
                 return self._sets[key]
-            from labcore.coreset import example_text
-            from labcore.embed import embed_texts
-            from labcore.viz import umap_2d
-
-            _say(progress, 0.0, f"reading {path}")
-            records, note = self._records(key)
-            self._read.pop(key)  # kept in the LoadedSet from here on
-            _say(progress, 0.05, f"embedding {len(records)} examples with {self.embed_model} "
-                                 "(minutes on a CPU the first time; cached on disk afterwards)")
-
-            def tick(done: int, total: int, eta: float) -> None:
-                _say(progress, 0.05 + 0.75 * done / total,
-                     f"embedding with {self.embed_model}: {done:,} of {total:,} new texts, about {eta:.0f} s left "
-                     "(Cancel keeps what is done)")
-
             self.cancel.clear()
-            emb = self._embedded.pop(key, None)
-            if emb is None or len(emb) != len(records):
-                emb = embed_texts([example_text(r) for r in records], model=self.embed_model, progress=True,
-                                  cancel=self.cancel, on_progress=tick)
-            _say(progress, 0.8, f"UMAP 2-D map of {len(records)} points (slow the first time; cached on disk)")
-            xy = umap_2d(emb, random_state=self.random_state)
-            self._sets[key] = LoadedSet(path=key, records=records, embeddings=emb, xy=xy, note=note)
-            _say(progress, 1.0, "ready")
+            self.loading_by = owner or ""
+            try:
+                return self._load(key, path, progress)
+            finally:
+                self.loading_by = None
+
+    def request_cancel(self, owner: str | None = None) -> str:
+        """Stop the running load after its current batch if ``owner`` started it (None: whoever did)."""
+        running = self.loading_by
+        if running is None:
+            return "Nothing is loading."
+        if owner is not None and running != owner:
+            return "The load that is running was started by another user; it goes on (Cancel stops your own load)."
+        self.cancel.set()
+        return "Cancelling after the current batch; what is embedded stays cached."
+
+    def _load(self, key: str, path: str, progress: Any) -> LoadedSet:
+        """The body of ``dataset``, under its lock: read, embed, lay out, keep."""
+        from labcore.coreset import example_text
+        from labcore.embed import embed_texts
+        from labcore.viz import umap_2d
+
+        _say(progress, 0.0, f"reading {path}")
+        records, note = self._records(key)
+        self._read.pop(key)  # kept in the LoadedSet from here on
+        _say(progress, 0.05, f"embedding {len(records)} examples with {self.embed_model} "
+                             "(minutes on a CPU the first time; cached on disk afterwards)")
+
+        def tick(done: int, total: int, eta: float) -> None:
+            _say(progress, 0.05 + 0.75 * done / total,
+                 f"embedding with {self.embed_model}: {done:,} of {total:,} new texts, about {eta:.0f} s left "
+                 "(Cancel keeps what is done)")
+
+        emb = self._embedded.pop(key, None)
+        if emb is None or len(emb) != len(records):
+            emb = embed_texts([example_text(r) for r in records], model=self.embed_model, progress=True,
+                              cancel=self.cancel, on_progress=tick)
+        _say(progress, 0.8, f"UMAP 2-D map of {len(records)} points (slow the first time; cached on disk)")
+        xy = umap_2d(emb, random_state=self.random_state)
+        self._sets[key] = LoadedSet(path=key, records=records, embeddings=emb, xy=xy, note=note)
+        _say(progress, 1.0, "ready")
         return self._sets[key]
 
     def kmeans(self, data: LoadedSet, n_clusters: int):
@@ -207,14 +228,14 @@ class SelectionHandlers:
         return (tasks, default) + tuple(self.select(path, default, n_clusters, unit, value, progress))
 
     # -- handlers ----------------------------------------------------------------------------------------------------
-    def load(self, path: str, progress: Any = None) -> tuple[list[str], str | None, str]:
-        """Load a dataset (the *Load* button).
+    def load(self, path: str, progress: Any = None, owner: str | None = None) -> tuple[list[str], str | None, str]:
+        """Load a dataset (the *Load* button); ``owner``: the session that may cancel it (``request_cancel``).
 
         Returns:
             (task names, the default task: the largest, status markdown).
         """
         t0 = time.perf_counter()
-        data = self.dataset(path, progress)
+        data = self.dataset(path, progress, owner)
         counts = data.task_counts()
         default = max(counts, key=lambda t: (counts[t], t)) if counts else None
         status = (f"**{Path(data.path).name}**: {len(data.records)} examples, {len(counts)} tasks "
@@ -223,7 +244,7 @@ class SelectionHandlers:
         return list(counts), default, status
 
     def select(self, path: str, task: str, n_clusters: int = 32, unit: str = BUDGET_UNITS[0],
-               value: float = 0.5, progress: Any = None):
+               value: float = 0.5, progress: Any = None, owner: str | None = None):
         """Select a core-set of ``task`` and draw it.
 
         Args:
@@ -233,6 +254,7 @@ class SelectionHandlers:
             unit: one of ``BUDGET_UNITS``.
             value: the budget slider.
             progress: a ``gr.Progress`` (or None).
+            owner: the session that may cancel a load this call starts.
         Returns:
             (UMAP map figure, radius-vs-budget figure, table of the selected examples in pick order, summary
             markdown). The steps' times are in ``last_timings``.
@@ -242,7 +264,7 @@ class SelectionHandlers:
         from labcore.coreset import select_coreset
         from labcore.viz import plot_clusters, plot_radius_curve
 
-        data = self.dataset(path, progress)
+        data = self.dataset(path, progress, owner)
         counts = data.task_counts()
         if task not in counts:
             raise ValueError(f"task {task!r} not in {Path(data.path).name}; tasks: {', '.join(counts)}")

@@ -38,6 +38,8 @@ from labcore.app.selection import BUDGET_UNITS, SelectionHandlers  # noqa: E402
 from labcore.app.votes import CHOICES, LABELS, VoteLog  # noqa: E402
 from labcore.app.worker import GenerationWorker  # noqa: E402
 
+_session = ChatHandlers._session  # a request's session id ("local" outside a browser session)
+
 INTRO = """# labcore — efficient alignment, hands on
 Core-set selection of instruction data (Chen et al. 2023, arXiv 2305.09246), and a tiny model aligned with
 RAFT (arXiv 2304.06767) and RRHF (arXiv 2304.05302), side by side."""
@@ -108,16 +110,16 @@ def build_demo(config: AppConfig) -> gr.Blocks:
 
     # -- wrappers: Gradio-specific arguments (gr.Request, gr.Progress) and return types ------------------------------
     @_user_error
-    def load_dataset(path: str, progress=gr.Progress(track_tqdm=True)):
-        tasks, default, status = selection.load(path, progress)
+    def load_dataset(path: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        tasks, default, status = selection.load(path, progress, owner=_session(request))
         return gr.update(choices=tasks, value=default), status
 
     @_user_error
     def select_coreset(path: str, task: str | None, n_clusters: float, unit: str, value: float,
-                       progress=gr.Progress(track_tqdm=True)):
+                       request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         if not task:
             raise ValueError("choose a target task first (press Load to list the tasks)")
-        return selection.select(path, task, int(n_clusters), unit, float(value), progress)
+        return selection.select(path, task, int(n_clusters), unit, float(value), progress, owner=_session(request))
 
     def open_selection(path: str, n_clusters: float, unit: str, value: float, progress=gr.Progress()):
         try:
@@ -130,9 +132,8 @@ def build_demo(config: AppConfig) -> gr.Blocks:
         tasks, default, fig_map, fig_radius, table, summary = view
         return gr.update(choices=tasks, value=default), fig_map, fig_radius, table, summary
 
-    def cancel_load():
-        selection.cancel.set()
-        return "Cancelling after the current batch; what is embedded stays cached."
+    def cancel_load(request: gr.Request):
+        return selection.request_cancel(_session(request))
 
     def budget_unit(unit: str):
         if unit == BUDGET_UNITS[0]:
@@ -250,7 +251,7 @@ def build_demo(config: AppConfig) -> gr.Blocks:
         # -- events --------------------------------------------------------------------------------------------------
         demo.load(app_status, None, status, api_name="status", queue=False)
         load_btn.click(load_dataset, [data], [task, sel_status], api_name="load_dataset", **select_kw)
-        cancel_btn.click(cancel_load, None, [sel_status], api_name="cancel_load", queue=False)
+        cancel_btn.click(cancel_load, None, [sel_status], api_name="cancel_load", queue=False)  # (own load only)
         sel_inputs = [data, task, n_clusters, unit, budget]
         sel_outputs = [map_plot, radius_plot, sel_table, sel_status]
         demo.load(open_selection, [data, n_clusters, unit, budget], [task] + sel_outputs, api_name="open_selection",
