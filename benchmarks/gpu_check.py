@@ -9,6 +9,7 @@ Each check compares the GPU result with the same computation in float32 on the C
 On a machine without a GPU it says so and exits 0. Takes well under 5 minutes on one GPU.
 
     python benchmarks/gpu_check.py            # last line: key=value summary
+    python benchmarks/gpu_check.py --only kcenter   # only the checks whose function name contains "kcenter"
 """
 from __future__ import annotations
 
@@ -27,11 +28,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 RESULTS: list[tuple[str, bool, str, float]] = []
+ONLY = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else []
 
 
 def check(name):
     def wrap(fn):
         def run():
+            if ONLY and not any(o in fn.__name__ for o in ONLY):
+                return
             t = time.time()
             try:
                 ok, detail = fn()
@@ -325,7 +329,7 @@ def main() -> int:
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported()}")
     for fn in CHECKS:
         fn()
-    width = max(len(r[0]) for r in RESULTS)
+    width = max((len(r[0]) for r in RESULTS), default=5)
     print(f"\n{'check':<{width}}  result   seconds  detail")
     for name, ok, detail, secs in RESULTS:
         status = "skip" if ok is None else ("ok" if ok else "FAIL")

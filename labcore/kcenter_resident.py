@@ -6,15 +6,18 @@ touches few points per step but decides on the host every step, which costs a GP
 Here every step is the same fixed sequence of device operations, which a GPU runs at its memory bandwidth:
 
 1. Screen. qmin_i = min over the centres so far of the fp32 q(x_i, c) = ||x'||^2 + ||c'||^2 - 2 x'.c' (one
-   matrix-vector product over X per new centre, Eq. 6 as a running minimum). ``_Bound`` (fp32) turns qmin_i into
-   H_i >= m_i = min_c d64(x_i, c), the reference's exact value. With the largest squared norm of all rows for
-   ||c'||^2, H is one monotone function of q per row, so min_c H(q_c) = H(qmin).
-2. Candidates. The K points with the largest H (``torch.topk``); every other point has m_i <= H_(K+1).
+   matrix-vector product over X per new centre, Eq. 6 as a running minimum; chosen points hold -inf). ``_Bound``
+   (fp32, the largest squared norm of all rows standing for ||c'||^2) turns it into H_i(qmin_i) >= m_i, the
+   reference's exact value; H_i is increasing in q, and H_i <= H_max (the bound with the largest row terms).
+2. Candidates. The K points with the largest qmin (``torch.topk``); every other point has
+   m_i <= H_max(q_(K+1)), q_(K+1) the (K+1)-th largest qmin.
 3. Refine. For the K candidates, q in float64 against every centre (one small float64 matmul) and ``_Bound``
-   with u = 2^-53 give [lo_i, hi_i] around m_i, about 1e-13 wide where the fp32 bound is 1e-4 wide.
-4. Decide. top = the lowest index with the largest lo. The step is *proven* when lo_top > H_(K+1) and
+   with u = 2^-53 (one scalar pair of terms, so again increasing in q) give [lo_i, hi_i] around m_i from each
+   row's smallest q, about 1e-13 wide where the fp32 bound is 1e-4 wide.
+4. Decide. top = the lowest index with the largest lo. The step is *proven* when lo_top > H_max(q_(K+1)) and
    lo_top > hi_i for every other candidate: then x_top is the reference's argmax (Algorithm 1, line 4), exactly.
-   The centre realising m_top is recorded (the radius of Eq. 5, evaluated later).
+   The centre realising m_top is recorded (the radius of Eq. 5, evaluated later), with a flag if another centre's
+   lower bound reaches hi_top.
 5. Blocks. Steps run speculatively, B at a time, with their picks kept on the device. Then one host read of the B
    "proven" flags: if a step p was not proven (an exact tie, duplicates, more than K points within the fp32
    bound), the state is rebuilt at p from the last checkpoint and the block's proven picks (qmin is a minimum:
@@ -88,7 +91,7 @@ class ResidentGreedy:
         same = metric == "euclidean" and self.src.dtype == torch.float32
         self.X32 = self.src.contiguous() if same else torch.empty((n, d), dtype=torch.float32, device=device)
         self.xn = torch.empty(n, dtype=torch.float32, device=device)  # (N,) fp32 ||x'||^2
-        cn64 = 0.0
+        self.rn64 = torch.empty(n, dtype=torch.float64, device=device)  # (N,) float64 ||x||^2 (computed)
         for lo in range(0, n, _ROW_BLOCK):
             sl = slice(lo, min(lo + _ROW_BLOCK, n))
             if not bool(torch.isfinite(self.src[sl]).all()):
@@ -98,11 +101,16 @@ class ResidentGreedy:
                 self.X32[sl] = r64.float()
             x32 = self.X32[sl]
             self.xn[sl] = (x32 * x32).sum(1)
-            cn64 = max(cn64, float((r64 * r64).sum(1).max()))
-        # fp32 bound: the largest squared norm of any row stands for ||c'||^2, so E, delta are fixed per row
+            self.rn64[sl] = (r64 * r64).sum(1)
+        # fp32 bound: the largest squared norm of any row stands for ||c'||^2, so E, delta are fixed per row, and
+        # their largest values (Emax, dmax) bound every row's: H_i(q) <= (sqrt(q + Emax) + dmax)(1 + rho)
         self.b32 = _Bound(d, _matmul_input_roundoff(device))
         self.E, self.delta = self.b32.terms(self.xn, float(self.xn.max()))  # (N,) float64 each
-        self.b64, self.cn64_max = _Bound(d, 0.0, u=_U64), cn64
+        self.Emax, self.dmax = float(self.E.max()), float(self.delta.max())
+        # float64 bound: the largest squared norm stands for both ||x||^2 and ||c||^2 (valid, and one scalar pair)
+        self.b64 = _Bound(d, 0.0, u=_U64)
+        big = self.rn64.max().reshape(1)
+        self.E64, self.d64 = (float(v) for v in self.b64.terms(big, float(big)))
         self.qmin = torch.full((n,), math.inf, dtype=torch.float32, device=device)  # (N,)
         self.chosen = torch.zeros(n, dtype=torch.bool, device=device)  # (N,)
         self.C32 = torch.empty((budget, d), dtype=torch.float32, device=device)
@@ -111,7 +119,10 @@ class ResidentGreedy:
         self.Cn64 = torch.empty(budget, dtype=torch.float64, device=device)
         self.picks = torch.empty(budget, dtype=torch.int64, device=device)  # picks[t]: the (t+1)-th centre
         self.rc = torch.zeros(budget, dtype=torch.int64, device=device)  # rc[t]: centre realising m of picks[t]
-        self.flag = torch.zeros(budget, dtype=torch.int8, device=device)  # 1 outside, 2 inside unproven; 4 rc tie
+        # flag[t]: (an outside point may beat the pick, a candidate may, two centres may realise its m)
+        self.flag = torch.zeros((budget, 3), dtype=torch.bool, device=device)
+        self.on_host = np.zeros(budget, dtype=bool)  # on_host[t]: picks[t] was decided on the host (radius known)
+        self._false = torch.zeros((), dtype=torch.bool, device=device)
         self.C64h = np.empty((budget, d))  # host copy of the centres as the reference sees them
         self.host_t = 0  # centres copied to C64h
         self.k, self.block = min(_START_K, n), _START_B
@@ -127,47 +138,54 @@ class ResidentGreedy:
     def add_centre(self, t: int, j: torch.Tensor) -> None:
         """Centre number t is row j (a (1,) device tensor): qmin <- min(qmin, q(., x_j)) (Eq. 6), no host sync."""
         self.picks[t:t + 1] = j
-        self.C32[t:t + 1] = self.X32.index_select(0, j)
-        self.Cn32[t:t + 1] = self.xn.index_select(0, j)
-        c64 = self.src64(j)  # (1, d)
-        self.C64[t:t + 1] = c64
-        self.Cn64[t:t + 1] = (c64 * c64).sum(1)
+        torch.index_select(self.X32, 0, j, out=self.C32[t:t + 1])
+        torch.index_select(self.xn, 0, j, out=self.Cn32[t:t + 1])
+        self.C64[t:t + 1] = self.src64(j)
+        torch.index_select(self.rn64, 0, j, out=self.Cn64[t:t + 1])
         q = torch.addmv(self.xn + self.Cn32[t], self.X32, self.C32[t], alpha=-2.0)  # (N,) fp32
         torch.minimum(self.qmin, q, out=self.qmin)
+        self.qmin.index_fill_(0, j, -math.inf)  # chosen: never a candidate
         self.chosen.index_fill_(0, j, True)
         self.stats["rows_streamed"] += self.n
         self.stats["pairs_screened"] += self.n
 
     def upper(self) -> torch.Tensor:
         """(N,) float64 H_i >= m_i for unchosen points; -1 for chosen ones."""
-        return self.b32.upper(self.qmin, self.E, self.delta).masked_fill_(self.chosen, -1.0)
+        return self.b32.upper(self.qmin, self.E, self.delta).masked_fill_(self.chosen, -1.0)  # (nan there)
 
-    def bounds64(self, idx: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Float64 screen of rows idx against centres 0..t-1: (L, H, q), each (len(idx), t), L <= d64 <= H."""
-        R = self.src64(idx)  # (k, d)
-        rn = (R * R).sum(1)  # (k,)
-        q = torch.addmm(rn[:, None] + self.Cn64[None, :t], R, self.C64[:t].T, alpha=-2.0)
-        E, delta = self.b64.terms(rn, self.cn64_max)
-        return self.b64.lower(q, E[:, None], delta[:, None]), self.b64.upper(q, E[:, None], delta[:, None]), q
+    def screen64(self, idx: torch.Tensor, t: int) -> torch.Tensor:
+        """Float64 screen q of rows idx against centres 0..t-1, (len(idx), t): lower(q) <= d64 <= upper(q).
 
-    def decide(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Steps 2-4 with t centres: the pick (a (1,) device tensor) and its (0-d) "proven" flag; no host sync."""
-        H = self.upper()
+        E and delta are one scalar pair, so the bounds are increasing functions of q: the bounds of a row's m (the
+        minimum over centres) are those of its smallest q."""
+        return torch.addmm(self.rn64[idx][:, None] + self.Cn64[None, :t], self.src64(idx), self.C64[:t].T, alpha=-2.0)
+
+    def lower(self, q: torch.Tensor) -> torch.Tensor:
+        return self.b64.lower(q, self.E64, self.d64)
+
+    def upper64(self, q: torch.Tensor) -> torch.Tensor:
+        return self.b64.upper(q, self.E64, self.d64)
+
+    def decide(self, t: int) -> torch.Tensor:
+        """Steps 2-4 with t centres: the pick (a (1,) device tensor); flag[t] says whether it is proven. No sync."""
         kk = min(self.k + 1, self.n)
-        hv, ci = torch.topk(H, kk)
-        cand, hout = (ci, None) if kk == self.n else (ci[:-1], hv[-1])
-        L, Hc, q = self.bounds64(cand, t)
-        ch = self.chosen[cand]
-        lo, hi = L.min(1).values.masked_fill_(ch, -1.0), Hc.min(1).values.masked_fill_(ch, -1.0)  # (k,)
+        qv, ci = torch.topk(self.qmin, kk)  # the largest screens; H is increasing in q
+        cand = ci if kk == self.n else ci[:-1]
+        q = self.screen64(cand, t)  # (k, t)
+        qm, am = q.min(1)  # (k,) each: the nearest centre of each candidate, by the screen
+        ch = qv[:len(cand)] == -math.inf  # chosen candidates (fewer than k points left)
+        lo, hi = self.lower(qm).masked_fill_(ch, -1.0), self.upper64(qm).masked_fill_(ch, -1.0)  # m in [lo, hi]
         lo_top = lo.max()
         pos = torch.where(lo == lo_top, cand, self.n).argmin().view(1)  # lowest index among the largest lo
-        others = hi.index_fill(0, pos, -math.inf).max()
-        out_bad = torch.zeros((), dtype=torch.bool, device=self.device) if hout is None else hout >= lo_top
-        in_bad = others >= lo_top
-        tie_rc = (L.index_select(0, pos) <= hi.index_select(0, pos)).sum() > 1
-        self.rc[t:t + 1] = q.index_select(0, pos).argmin(1)
-        self.flag[t] = out_bad.to(torch.int8) + 2 * in_bad.to(torch.int8) + 4 * tie_rc.to(torch.int8)
-        return cand.index_select(0, pos), ~(out_bad | in_bad)
+        if kk == self.n:
+            out_bad = self._false
+        else:  # every point outside has m <= H_i(q_(k+1)) <= H_max(q_(k+1)) (nan: only chosen points outside)
+            out_bad = self.b32.upper(qv[-1], self.Emax, self.dmax).nan_to_num_(nan=-1.0) >= lo_top
+        in_bad = hi.index_fill(0, pos, -math.inf).max() >= lo_top
+        tie_rc = (self.lower(q.index_select(0, pos)) <= hi.index_select(0, pos)).sum() > 1
+        torch.index_select(am, 0, pos, out=self.rc[t:t + 1])
+        self.flag[t] = torch.stack((out_bad, in_bad, tie_rc))
+        return cand.index_select(0, pos)
 
     # -------------------------------------------------------------------------------------------- host steps
 
@@ -186,8 +204,8 @@ class ResidentGreedy:
         step = max(1, (1 << 22) // max(t, 1))
         for lo in range(0, len(idx), step):
             part = idx[lo:lo + step]
-            L, H, _ = self.bounds64(torch.as_tensor(part, device=self.device), t)
-            r, c = torch.nonzero(L <= H.min(1).values[:, None], as_tuple=True)
+            q = self.screen64(torch.as_tensor(part, device=self.device), t)
+            r, c = torch.nonzero(self.lower(q) <= self.upper64(q.min(1).values)[:, None], as_tuple=True)
             r, c = r.cpu().numpy(), c.cpu().numpy()
             d64 = self.rows.distances64(part[r], self.C64h, c)
             m = np.full(len(part), np.inf)
@@ -202,8 +220,7 @@ class ResidentGreedy:
         H = self.upper()
         kk = min(self.k, self.n)
         cand = torch.topk(H, kk).indices
-        L, _, _ = self.bounds64(cand, t)
-        lo = L.min(1).values.masked_fill_(self.chosen[cand], -1.0)
+        lo = self.lower(self.screen64(cand, t).min(1).values).masked_fill_(self.chosen[cand], -1.0)
         # every point whose upper bound reaches the best proven lower bound (sorted: argmax takes the lowest index)
         cand = torch.nonzero(H >= lo.max()).flatten().cpu().numpy()
         m = self.exact_m(cand, t)
@@ -220,6 +237,7 @@ class ResidentGreedy:
                                 alpha=-2.0)
                 torch.minimum(self.qmin[sl], q.min(1).values, out=self.qmin[sl])
             self.chosen[self.picks[t0:t]] = True
+            self.qmin[self.picks[t0:t]] = -math.inf
             self.stats["rows_streamed"] += self.n
 
     # -------------------------------------------------------------------------------------------- the run
@@ -235,24 +253,21 @@ class ResidentGreedy:
         t = len(initial)
         while t < budget:
             t0, qmin0, chosen0 = t, self.qmin.clone(), self.chosen.clone()
-            proven = []
             for _ in range(min(self.block, budget - t)):
-                j, ok = self.decide(t)
-                self.add_centre(t, j)
-                proven.append(ok)
+                self.add_centre(t, self.decide(t))
                 t += 1
-            flags = torch.stack(proven).cpu().numpy()  # the one host read of this block
+            flags = self.flag[t0:t, :2].cpu().numpy()  # the one host read of this block
             self.stats["host_syncs"] += 1
-            if flags.all():
+            if not flags.any():
                 self.block = min(2 * self.block, _MAX_B)
                 continue
-            p = t0 + int(np.argmin(flags))  # first step that could not be proven on the device
-            if self.flag[p].item() & 1:
+            p = t0 + int(np.argmax(flags.any(1)))  # first step that could not be proven on the device
+            if flags[p - t0, 0]:  # an outside point: take more candidates
                 self.k = min(2 * self.k, _MAX_K, self.n)
             self.block = max(self.block // 2, 4)
             self.rebuild(qmin0, chosen0, t0, p)
             j, radius[p - 1] = self.host_decide(p)
-            self.flag[p] = 8  # decided on the host: radius known
+            self.on_host[p] = True
             self.add_centre(p, torch.tensor([j], device=dev))
             t = p + 1
         self.sync_centres(budget)
@@ -264,12 +279,12 @@ class ResidentGreedy:
     def fill_radius(self, radius: np.ndarray, initial: Sequence[int]) -> None:
         """radius[t-1] = m of picks[t] when it was picked (Eq. 5: the farthest point's distance), batched."""
         ts = np.arange(len(initial), self.budget)
-        flag, rc, picks = self.flag.cpu().numpy(), self.rc.cpu().numpy(), self.picks.cpu().numpy()
-        ts = ts[flag[ts] != 8]
-        one = ts[(flag[ts] & 4) == 0]
+        tie, rc, picks = self.flag[:, 2].cpu().numpy(), self.rc.cpu().numpy(), self.picks.cpu().numpy()
+        ts = ts[~self.on_host[ts]]
+        one = ts[~tie[ts]]
         radius[one - 1] = self.rows.distances64(picks[one], self.C64h, rc[one])
         self.stats["pairs_verified"] += len(one)
-        for t in ts[(flag[ts] & 4) != 0]:  # two centres within the float64 bound: the min of all
+        for t in ts[tie[ts]]:  # two centres within the float64 bound: the min of all
             radius[t - 1] = self.exact_m(picks[t:t + 1], int(t))[0]
         np.maximum(radius, 0.0, out=radius)
 
