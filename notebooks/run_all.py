@@ -16,7 +16,9 @@ refusing when a code cell differs (then the notebook must run again). Exits 1 if
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -56,13 +58,34 @@ def execute(path: Path, fast: bool, timeout: int = 1200, out_dir: Path | None = 
 
 
 def write_html(executed: Path, html: Path) -> Path:
-    """Export an executed notebook (.ipynb) as a standalone HTML page (nbconvert's lab template)."""
+    """Export an executed notebook (.ipynb) as an HTML page (nbconvert's lab template; its stylesheet is shared, see
+    ``link_head_css``)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(executed, as_version=4))
-    html.write_text(body, encoding="utf-8")
+    html.write_text(link_head_css(body, html.parent), encoding="utf-8")
     return html
+
+
+def link_head_css(page: str, folder: Path) -> str:
+    """Move the ``<style>`` blocks of the page's ``<head>`` (nbconvert's template: the same 260 KB in every preview)
+    into one file in ``folder`` named by its content hash, and link it where the first block was. Styles in the body
+    (cell outputs) stay. Pages exported with the same template share the file; another template gets its own."""
+    end = page.index("</head>")
+    head = page[:end]
+    blocks = list(re.finditer(r"<style[^>]*>(.*?)</style>\s*", head, flags=re.S))
+    if not blocks:
+        return page
+    css = "\n".join(m.group(1) for m in blocks)
+    name = f"nbconvert-{hashlib.sha256(css.encode()).hexdigest()[:12]}.css"
+    if not (folder / name).is_file():
+        (folder / name).write_text(css, encoding="utf-8")
+    parts, last = [], 0
+    for i, m in enumerate(blocks):
+        parts += [head[last:m.start()], f'<link href="{name}" rel="stylesheet"/>\n' if i == 0 else ""]
+        last = m.end()
+    return "".join(parts) + head[last:] + page[end:]
 
 
 def rerender(path: Path, out_dir: Path) -> Path:

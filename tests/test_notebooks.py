@@ -16,6 +16,7 @@ the notebooks must pass with an empty cache: ``LABCORE_CACHE=$(mktemp -d) ...``.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -50,6 +51,30 @@ def test_sources_parse_round_trip_and_have_no_outputs(path):
     assert solutions, f"{path.name} has no solution cell"
     for cell in solutions:
         assert cell.cell_type == "code" and cell.metadata.get("jupyter", {}).get("source_hidden") is True, path.name
+
+
+def test_previews_share_the_template_stylesheet(tmp_path):
+    """The HTML previews link nbconvert's head styles from one shared file instead of repeating them; the styles of
+    cell outputs stay in the page."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all", NB_DIR / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    page = ('<html><head><meta charset="utf-8"/><style type="text/css">a{color:red}</style>\n<script src="x.js">'
+            '</script><style>b{color:blue}</style></head><body><style>.df{x:1}</style><p>hi</p></body></html>')
+    out = run_all.link_head_css(page, tmp_path)
+    (css,) = tmp_path.glob("nbconvert-*.css")
+    assert css.read_text() == "a{color:red}\nb{color:blue}"
+    assert out.count("<style") == 1 and "<style>.df{x:1}</style>" in out.split("</head>")[1]
+    assert f'<link href="{css.name}" rel="stylesheet"/>' in out and out.index(css.name) < out.index("x.js")
+    assert run_all.link_head_css(page, tmp_path) == out and len(list(tmp_path.iterdir())) == 1  # shared, once
+    assert run_all.link_head_css(page.replace("red", "green"), tmp_path) != out  # another template: its own file
+    assert len(list(tmp_path.iterdir())) == 2
+    for html in sorted((NB_DIR.parent / "docs" / "notebooks").glob("*.html")):  # the committed previews do
+        head = html.read_text(encoding="utf-8").split("</head>")[0]
+        (name,) = re.findall(r'href="(nbconvert-[0-9a-f]+\.css)"', head)
+        assert "<style" not in head and (html.parent / name).is_file(), html.name
 
 
 def test_every_notebook_has_goals_exercises_solutions_and_scale_up():
