@@ -325,8 +325,7 @@ class KCenterGreedy:
         """Choose ``budget`` centres from X.
 
         Args:
-            X: (N, d) points, numpy array or torch tensor (any float dtype, any device); the lazy path never copies
-                it whole, the resident one moves it to the device once.
+            X: (N, d) points, numpy or torch (any float dtype, any device); lazy never copies it whole, resident once.
             initial: index or list of distinct indices chosen first (counted in the budget); None: one index drawn
                 from ``random_state``.
         Returns:
@@ -341,6 +340,8 @@ class KCenterGreedy:
         device = resolve_device(self.device)
         X = X if isinstance(X, torch.Tensor) else np.asarray(X)
         resident = self.method == "resident" or (self.method == "auto" and fits_on_device(X, metric, device))
+        if resident and device.type == "mps":
+            raise ValueError("method='resident' refines in float64, which MPS lacks: use method='lazy' (the default)")
         rows = _Rows(host_array(X) if resident else X, metric, device, int(self.chunk_size), screen=not resident)
         n, d = rows.n, rows.d
         budget = _check_budget(self.budget, n)

@@ -267,6 +267,8 @@ def test_method_choice():
     assert KCenterGreedy(5, device="cpu").fit(X, initial=0).method_ == "lazy"  # auto: resident only on CUDA
     with pytest.raises(ValueError, match="method"):
         KCenterGreedy(5, device="cpu", method="fast").fit(X, initial=0)
+    with pytest.raises(ValueError, match="MPS"):  # resolved before any device work, so it is checked everywhere
+        KCenterGreedy(5, device=torch.device("mps"), method="resident").fit(X, initial=0)
 
 
 # ---------------------------------------------------------------- initial, random_state, validation --------------
