@@ -81,8 +81,9 @@ class ResidentGreedy:
     def __init__(self, X: np.ndarray | torch.Tensor, rows: _Rows, metric: str, device: torch.device, budget: int):
         """X as given (moved to ``device``); rows: its host access (``_Rows(..., screen=False)``): the float64
         values, the cosine norms and the reference's distance code."""
-        self.rows, self.metric, self.device, self.budget = rows, metric, device, budget
-        self.n, self.d = n, d = rows.n, rows.d
+        self.rows, self.device, self.budget = rows, device, budget
+        self.n = n = rows.n
+        d = rows.d
         src = X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
         if src.dtype == torch.bfloat16:
             src = src.float()  # exact
@@ -149,32 +150,34 @@ class ResidentGreedy:
         self.stats["rows_streamed"] += self.n
         self.stats["pairs_screened"] += self.n
 
-    def upper(self) -> torch.Tensor:
-        """(N,) float64 H_i >= m_i for unchosen points; -1 for chosen ones."""
+    def upper32(self) -> torch.Tensor:
+        """(N,) float64 H_i(qmin_i) >= m_i, the fp32 screen's bound, for unchosen points; -1 for chosen ones."""
         return self.b32.upper(self.qmin, self.E, self.delta).masked_fill_(self.chosen, -1.0)  # (nan there)
 
     def screen64(self, idx: torch.Tensor, t: int) -> torch.Tensor:
-        """Float64 screen q of rows idx against centres 0..t-1, (len(idx), t): lower(q) <= d64 <= upper(q).
+        """Float64 screen q of rows idx against centres 0..t-1, (len(idx), t): lower64(q) <= d64 <= upper64(q).
 
         E and delta are one scalar pair, so the bounds are increasing functions of q: the bounds of a row's m (the
         minimum over centres) are those of its smallest q."""
         return torch.addmm(self.rn64[idx][:, None] + self.Cn64[None, :t], self.src64(idx), self.C64[:t].T, alpha=-2.0)
 
-    def lower(self, q: torch.Tensor) -> torch.Tensor:
+    def lower64(self, q: torch.Tensor) -> torch.Tensor:
+        """lower bound of d64 from a float64 screen value q (any shape)."""
         return self.b64.lower(q, self.E64, self.d64)
 
     def upper64(self, q: torch.Tensor) -> torch.Tensor:
+        """upper bound of d64 from a float64 screen value q (any shape)."""
         return self.b64.upper(q, self.E64, self.d64)
 
     def decide(self, t: int) -> torch.Tensor:
         """Steps 2-4 with t centres: the pick (a (1,) device tensor); flag[t] says whether it is proven. No sync."""
         kk = min(self.k + 1, self.n)
-        qv, ci = torch.topk(self.qmin, kk)  # the largest screens; H is increasing in q
-        cand = ci if kk == self.n else ci[:-1]
+        qv, ci = torch.topk(self.qmin, kk)  # (kk,) each: the largest screens; H is increasing in q
+        cand = ci if kk == self.n else ci[:-1]  # (k,)
         q = self.screen64(cand, t)  # (k, t)
         qm, am = q.min(1)  # (k,) each: the nearest centre of each candidate, by the screen
         ch = qv[:len(cand)] == -math.inf  # chosen candidates (fewer than k points left)
-        lo, hi = self.lower(qm).masked_fill_(ch, -1.0), self.upper64(qm).masked_fill_(ch, -1.0)  # m in [lo, hi]
+        lo, hi = self.lower64(qm).masked_fill_(ch, -1.0), self.upper64(qm).masked_fill_(ch, -1.0)  # m in [lo, hi]
         lo_top = lo.max()
         pos = torch.where(lo == lo_top, cand, self.n).argmin().view(1)  # lowest index among the largest lo
         if kk == self.n:
@@ -182,7 +185,7 @@ class ResidentGreedy:
         else:  # every point outside has m <= H_i(q_(k+1)) <= H_max(q_(k+1)) (nan: only chosen points outside)
             out_bad = self.b32.upper(qv[-1], self.Emax, self.dmax).nan_to_num_(nan=-1.0) >= lo_top
         in_bad = hi.index_fill(0, pos, -math.inf).max() >= lo_top
-        tie_rc = (self.lower(q.index_select(0, pos)) <= hi.index_select(0, pos)).sum() > 1
+        tie_rc = (self.lower64(q.index_select(0, pos)) <= hi.index_select(0, pos)).sum() > 1
         torch.index_select(am, 0, pos, out=self.rc[t:t + 1])
         self.flag[t] = torch.stack((out_bad, in_bad, tie_rc))
         return cand.index_select(0, pos)
@@ -205,7 +208,7 @@ class ResidentGreedy:
         for lo in range(0, len(idx), step):
             part = idx[lo:lo + step]
             q = self.screen64(torch.as_tensor(part, device=self.device), t)
-            r, c = torch.nonzero(self.lower(q) <= self.upper64(q.min(1).values)[:, None], as_tuple=True)
+            r, c = torch.nonzero(self.lower64(q) <= self.upper64(q.min(1).values)[:, None], as_tuple=True)
             r, c = r.cpu().numpy(), c.cpu().numpy()
             d64 = self.rows.distances64(part[r], self.C64h, c)
             m = np.full(len(part), np.inf)
@@ -217,10 +220,10 @@ class ResidentGreedy:
     def host_decide(self, t: int) -> tuple[int, float]:
         """Step with t centres decided exactly on the host: the reference's argmax (lowest index on ties) and m."""
         self.stats["host_decided"] += 1
-        H = self.upper()
+        H = self.upper32()
         kk = min(self.k, self.n)
         cand = torch.topk(H, kk).indices
-        lo = self.lower(self.screen64(cand, t).min(1).values).masked_fill_(self.chosen[cand], -1.0)
+        lo = self.lower64(self.screen64(cand, t).min(1).values).masked_fill_(self.chosen[cand], -1.0)
         # every point whose upper bound reaches the best proven lower bound (sorted: argmax takes the lowest index)
         cand = torch.nonzero(H >= lo.max()).flatten().cpu().numpy()
         m = self.exact_m(cand, t)

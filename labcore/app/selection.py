@@ -122,7 +122,7 @@ class SelectionHandlers:
             if key in self._sets:
                 return self._sets[key]
             self.cancel.clear()
-            self.loading_by = owner or ""
+            self.loading_by = owner or ""  # "": started outside a session (request_cancel() stops it)
             try:
                 return self._load(key, path, progress)
             finally:
